@@ -1,0 +1,1 @@
+"""newsdrift: multi-source news monitoring with figure drift."""

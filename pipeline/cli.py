@@ -1,0 +1,580 @@
+"""The command line: parse arguments, call the library, print. No logic here.
+
+Every listing takes ``--format table|json|csv`` (table on a terminal, JSON
+otherwise); JSON is a list of objects, one per row.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from pipeline.errors import NewsdriftError
+from pipeline.paths import default_db_url
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("newsdrift")
+
+
+@dataclass
+class Context:
+    db_url: str
+    config_dir: Path | None
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, float) and math.isinf(value):
+        return None
+    return value
+
+
+def emit(rows: Sequence[dict[str, Any]], fmt: str | None, columns: Sequence[str]) -> None:
+    """Print rows as a table, JSON (a list of objects) or CSV."""
+    if fmt is None:
+        fmt = "table" if sys.stdout.isatty() else "json"
+    clean = [{k: _iso(r.get(k)) for k in columns} for r in rows]
+    if fmt == "json":
+        click.echo(json.dumps(clean, ensure_ascii=False, indent=2))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(columns))
+        writer.writeheader()
+        for r in clean:
+            writer.writerow({k: _cell(v) for k, v in r.items()})
+        click.echo(buf.getvalue(), nl=False)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(show_lines=False)
+        for c in columns:
+            table.add_column(c, overflow="fold")
+        for r in clean:
+            table.add_row(*(_cell(r[c]) for c in columns))
+        Console(width=max(160, Console().width)).print(table)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, list | tuple):
+        return ", ".join(str(x) for x in v)
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def listing(f: F) -> F:
+    """Give a command ``--format table|json|csv``."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "json", "csv"]),
+        default=None,
+        help="Output format (default: table on a terminal, json otherwise).",
+    )(f)
+
+
+def clean_errors(f: F) -> F:
+    """Turn newsdrift's errors into one clear line and exit status 1."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except NewsdriftError as e:
+            raise click.ClickException(str(e)) from e
+
+    return wrapper  # type: ignore[return-value]
+
+
+def setup_logging(verbose: int, quiet: int, log_format: str) -> None:
+    level = logging.INFO - 10 * verbose + 10 * quiet
+    level = max(
+        logging.DEBUG, min(logging.CRITICAL, level if (verbose or quiet) else logging.WARNING)
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in (
+        "httpx",
+        "httpcore",
+        "trafilatura",
+        "htmldate",
+        "courlan",
+        "alembic",
+        "apscheduler",
+    ):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+                "level": record.levelname,
+                "logger": record.name,
+                "message": record.getMessage(),
+            },
+            ensure_ascii=False,
+        )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--db",
+    "db_url",
+    envvar="NEWSDRIFT_DB",
+    default=None,
+    help="Database URL (env NEWSDRIFT_DB; default: a SQLite file in the user data directory).",
+)
+@click.option(
+    "--config",
+    "config_dir",
+    envvar="NEWSDRIFT_CONFIG",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Config directory with newsdrift.toml and feeds.toml "
+    "(env NEWSDRIFT_CONFIG; default: the shipped config/).",
+)
+@click.option("-v", "--verbose", count=True, help="More log output (repeatable).")
+@click.option("-q", "--quiet", count=True, help="Less log output.")
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", help="Log line format."
+)
+@click.pass_context
+def main(
+    ctx: click.Context,
+    db_url: str | None,
+    config_dir: Path | None,
+    verbose: int,
+    quiet: int,
+    log_format: str,
+) -> None:
+    """newsdrift: which outlets report which figures, and where they disagree."""
+    setup_logging(verbose, quiet, log_format)
+    ctx.obj = Context(db_url=db_url or default_db_url(), config_dir=config_dir)
+
+
+def _app(ctx: click.Context) -> Any:
+    from pipeline import app
+
+    obj: Context = ctx.obj
+    return app.App(db_url=obj.db_url, config_dir=obj.config_dir)
+
+
+# --- pipeline commands --------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--cycles",
+    default=2,
+    show_default=True,
+    help="How many cycles to run against the sample outlets.",
+)
+@click.option(
+    "--keep-db",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the demo database here instead of a temporary file.",
+)
+@clean_errors
+def demo(cycles: int, keep_db: Path | None) -> None:
+    """Serve the bundled sample outlets on loopback and run the real pipeline on them."""
+    from pipeline import demo as demo_mod
+
+    demo_mod.run_demo(cycles=cycles, db_path=keep_db, out=sys.stdout)
+
+
+@main.command()
+@click.pass_context
+@clean_errors
+def run(ctx: click.Context) -> None:
+    """Run one cycle over the due feeds (cron mode)."""
+    report = _app(ctx).run_once()
+    click.echo(report.summary())
+    if report.feeds_failed:
+        click.echo(
+            f"warning: {report.feeds_failed} feed(s) failed; see `newsdrift feeds list`", err=True
+        )
+
+
+@main.command()
+@click.option(
+    "--interval",
+    type=float,
+    default=None,
+    help="Minutes between cycles (default: [daemon] interval_minutes).",
+)
+@click.pass_context
+@clean_errors
+def daemon(ctx: click.Context, interval: float | None) -> None:
+    """Run cycles on a schedule until stopped (SIGTERM/SIGINT stop it cleanly)."""
+    from pipeline.daemon import run_daemon
+
+    run_daemon(_app(ctx), interval_minutes=interval)
+
+
+@main.command()
+@click.option(
+    "--jsonl",
+    "path",
+    type=click.File("r", encoding="utf-8"),
+    required=True,
+    help="One JSON object per line: id, url, outlet, lang, published, title, "
+    "text or html ('-' for stdin).",
+)
+@click.option("--all", "keep_all", is_flag=True, help="Keep every article (skip the topic filter).")
+@click.pass_context
+@clean_errors
+def ingest(ctx: click.Context, path: io.TextIOBase, keep_all: bool) -> None:
+    """Take already-fetched articles through the rest of the pipeline."""
+    from pipeline.ingest import read_jsonl
+
+    items, errors = read_jsonl(path, getattr(path, "name", "<stdin>"))
+    report = _app(ctx).ingest(items, keep_all=keep_all)
+    click.echo(report.summary())
+    for error in errors + report.errors:
+        click.echo(f"error: {error}", err=True)
+    if errors:
+        raise click.ClickException(f"{len(errors)} invalid line(s) were not ingested")
+
+
+# --- feeds --------------------------------------------------------------------------------------
+
+
+@main.group()
+def feeds() -> None:
+    """Manage feeds: list (with health), add, remove, import/export OPML."""
+
+
+@feeds.command("list")
+@listing
+@click.pass_context
+@clean_errors
+def feeds_list(ctx: click.Context, fmt: str | None) -> None:
+    """List feeds with their health: status, last error, last success, next poll."""
+    rows = [r.__dict__ for r in _app(ctx).feeds()]
+    emit(
+        rows,
+        fmt,
+        [
+            "id",
+            "outlet",
+            "lang",
+            "url",
+            "status",
+            "last_error",
+            "last_error_at",
+            "last_success_at",
+            "next_due_at",
+        ],
+    )
+
+
+@feeds.command("add")
+@click.argument("url")
+@click.option("--outlet", required=True, help="Outlet name.")
+@click.option(
+    "--lang", type=click.Choice(["de", "en"]), required=True, help="Language of the feed."
+)
+@click.option("--interval", type=int, default=None, help="Poll interval in minutes.")
+@click.option("--on-topic", is_flag=True, help="Every item is on topic: skip the topic filter.")
+@click.pass_context
+@clean_errors
+def feeds_add(
+    ctx: click.Context, url: str, outlet: str, lang: str, interval: int | None, on_topic: bool
+) -> None:
+    """Add a feed."""
+    added = _app(ctx).add_feed(url, outlet=outlet, lang=lang, interval=interval, on_topic=on_topic)
+    click.echo(f"added {url}" if added else f"already present: {url}")
+
+
+@feeds.command("remove")
+@click.argument("url")
+@click.pass_context
+@clean_errors
+def feeds_remove(ctx: click.Context, url: str) -> None:
+    """Remove a feed (its articles stay)."""
+    if not _app(ctx).remove_feed(url):
+        raise click.ClickException(f"no such feed: {url}")
+    click.echo(f"removed {url}")
+
+
+@feeds.command("import")
+@click.argument("source", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.pass_context
+@clean_errors
+def feeds_import(ctx: click.Context, source: Path) -> None:
+    """Import feeds from an OPML file or a feeds.toml."""
+    added, total = _app(ctx).import_feeds(source)
+    click.echo(f"imported {added} new of {total} feed(s) from {source}")
+
+
+@feeds.command("export")
+@click.option(
+    "-o", "--output", type=click.File("wb"), default="-", help="Write OPML here (default: stdout)."
+)
+@click.pass_context
+@clean_errors
+def feeds_export(ctx: click.Context, output: io.BufferedWriter) -> None:
+    """Export feeds as OPML."""
+    output.write(_app(ctx).export_opml())
+
+
+# --- reading results ----------------------------------------------------------------------------
+
+
+@main.command()
+@listing
+@click.pass_context
+@clean_errors
+def stories(ctx: click.Context, fmt: str | None) -> None:
+    """List stories with their articles and outlets."""
+    rows = [
+        {
+            "story": s.id,
+            "title": s.title,
+            "articles": list(s.articles),
+            "outlets": list(s.outlets),
+            "first_seen": s.first_seen,
+            "last_seen": s.last_seen,
+        }
+        for s in _app(ctx).stories()
+    ]
+    emit(rows, fmt, ["story", "title", "articles", "outlets", "first_seen", "last_seen"])
+
+
+@main.command()
+@click.argument("story_id", type=int)
+@listing
+@click.pass_context
+@clean_errors
+def story(ctx: click.Context, story_id: int, fmt: str | None) -> None:
+    """One story: its articles and their figures side by side."""
+    rows = _app(ctx).story_figures(story_id)
+    emit(
+        rows,
+        fmt,
+        [
+            "article",
+            "outlet",
+            "published",
+            "metric",
+            "subject",
+            "period",
+            "value",
+            "unit",
+            "qualifier",
+            "quote",
+        ],
+    )
+
+
+@main.command()
+@click.option("--story", "story_id", type=int, default=None, help="Only this story.")
+@click.option("--metric", default=None, help="Only this metric.")
+@click.option("--diverging", is_flag=True, help="Only rows of diverging groups.")
+@click.option("--as-of", "as_of", default=None, help="What was known at this time (ISO 8601).")
+@listing
+@click.pass_context
+@clean_errors
+def drift(
+    ctx: click.Context,
+    story_id: int | None,
+    metric: str | None,
+    diverging: bool,
+    as_of: str | None,
+    fmt: str | None,
+) -> None:
+    """The drift table: one row per observation, with its group's status."""
+    when = _parse_time(as_of) if as_of else None
+    rows = _app(ctx).drift_rows(story_id=story_id, metric=metric, diverging=diverging, as_of=when)
+    emit(rows, fmt, DRIFT_COLUMNS)
+
+
+DRIFT_COLUMNS = [
+    "story",
+    "subject",
+    "metric",
+    "period",
+    "outlet",
+    "article",
+    "value",
+    "unit",
+    "qualifier",
+    "quote",
+    "observed_at",
+    "status",
+]
+
+
+def _parse_time(value: str) -> datetime:
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError as e:
+        raise click.BadParameter(f"not an ISO 8601 time: {value!r}") from e
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+@main.command()
+@click.option(
+    "--test",
+    "test_",
+    is_flag=True,
+    help="Send a test message to every channel and say which worked.",
+)
+@listing
+@click.pass_context
+@clean_errors
+def alerts(ctx: click.Context, test_: bool, fmt: str | None) -> None:
+    """Alerts sent, pending and failed."""
+    app = _app(ctx)
+    if test_:
+        failed = 0
+        for name, error in app.test_channels():
+            click.echo(f"{name}: {'ok' if error is None else 'FAILED: ' + error}")
+            failed += error is not None
+        if failed:
+            raise SystemExit(1)
+        return
+    rows = [
+        {
+            "id": a.id,
+            "kind": a.kind,
+            "story": a.story_id,
+            "status": a.status,
+            "title": a.title,
+            "created_at": a.created_at,
+            "channels": [f"{c}:{s}" for c, s, _n, _e in a.deliveries],
+            "body": a.body,
+        }
+        for a in app.alerts()
+    ]
+    emit(rows, fmt, ["id", "kind", "story", "status", "title", "created_at", "channels", "body"])
+
+
+@main.command()
+@click.option(
+    "--skipped",
+    is_flag=True,
+    help="Only articles the topic filter dropped, with the terms that decided.",
+)
+@listing
+@click.pass_context
+@clean_errors
+def articles(ctx: click.Context, skipped: bool, fmt: str | None) -> None:
+    """Articles seen, with the topic decision that kept or dropped each."""
+    rows = [
+        {
+            "article": a.key,
+            "outlet": a.outlet,
+            "published": a.published,
+            "title": a.title,
+            "status": a.status,
+            "score": a.topic_score,
+            "terms": list(a.topic_terms),
+            "stage": a.topic_stage,
+            "story": a.story_id,
+        }
+        for a in _app(ctx).articles(status="skipped" if skipped else None)
+    ]
+    emit(
+        rows,
+        fmt,
+        ["article", "outlet", "published", "title", "status", "score", "terms", "stage", "story"],
+    )
+
+
+# --- single-document tools ----------------------------------------------------------------------
+
+
+def _read_input(source: str) -> bytes:
+    if source == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(source).read_bytes()
+    except OSError as e:
+        raise click.ClickException(f"{source}: {e.strerror}") from e
+
+
+@main.command()
+@click.option("--url", default=None, help="The page's URL (for relative links and metadata).")
+@click.argument("source", default="-")
+@clean_errors
+def extract(url: str | None, source: str) -> None:
+    """Text and metadata newsdrift extracts from one HTML page, as one JSON object."""
+    from pipeline.extract import decode_html, extract_article
+
+    html, _how = decode_html(_read_input(source), {})
+    ex = extract_article(html, url)
+    site = ex.site
+    click.echo(
+        json.dumps(
+            {
+                "title": ex.title,
+                "text": ex.text,
+                "published": _iso(ex.published),
+                "lang": ex.lang,
+                "site": site,
+                "method": ex.method,
+            },
+            ensure_ascii=False,
+        )
+    )
+
+
+@main.command()
+@click.option(
+    "--lang",
+    type=click.Choice(["de", "en", "auto"]),
+    default="auto",
+    show_default=True,
+    help="Language of the text.",
+)
+@click.option(
+    "--published", default=None, help="The article's publication time (ISO 8601), for 'this year'."
+)
+@click.argument("source", default="-")
+@click.pass_context
+@clean_errors
+def figures(ctx: click.Context, lang: str, published: str | None, source: str) -> None:
+    """Figures in a text, one JSON object per line."""
+    from pipeline.figures import extract_figures, load_lexicons
+
+    data = _read_input(source)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise click.ClickException(f"{source}: not UTF-8 text ({e})") from e
+    when = _parse_time(published) if published else None
+    obj: Context = ctx.obj
+    for fig in extract_figures(text, lang, when, load_lexicons(obj.config_dir)):
+        click.echo(json.dumps(fig.to_json(), ensure_ascii=False))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONIOENCODING", "utf-8")
+    main(prog_name="newsdrift")

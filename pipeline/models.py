@@ -1,0 +1,243 @@
+"""Records that cross every boundary of the pipeline.
+
+Frozen dataclasses only; every datetime is timezone-aware UTC. ORM rows never
+leave ``storage/``; the stages take and return these values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+
+def utc(dt: datetime) -> datetime:
+    """Return ``dt`` as an aware UTC datetime (naive values are taken as UTC)."""
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+class Qualifier(StrEnum):
+    """How sure the wording of a figure is."""
+
+    EXACT = "exact"
+    APPROX = "approx"
+    AT_LEAST = "at_least"
+    AT_MOST = "at_most"
+
+
+# Metric keys of DESIGN.md (extend, don't rename).
+METRICS: tuple[str, ...] = (
+    "deal_value",
+    "valuation",
+    "prior_valuation",
+    "stake",
+    "revenue",
+    "cash",
+    "funding_total",
+    "market_cap",
+    "employees",
+    "users",
+    "age",
+)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One reported number: a point value, the interval it stands for, and context.
+
+    ``value`` is in base units (14.8e9 for "14,8 Milliarden"); ``low``/``high``
+    bound what the wording allows (``high`` may be ``math.inf`` for "über").
+    ``kind`` is ``absolute`` for amounts, ``multiplier`` for "verdoppelt"/"2x".
+    ``start``/``end`` are character offsets of ``quote`` in the text.
+    """
+
+    value: float
+    unit: str
+    qualifier: Qualifier
+    low: float
+    high: float
+    metric: str | None
+    subject: str | None
+    period: str | None
+    quote: str
+    start: int
+    end: int
+    kind: str = "absolute"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "value": self.value,
+            "unit": self.unit,
+            "qualifier": str(self.qualifier),
+            "metric": self.metric,
+            "subject": self.subject,
+            "period": self.period,
+            "quote": self.quote,
+            "start": self.start,
+            "end": self.end,
+            "low": self.low,
+            "high": None if math.isinf(self.high) else self.high,
+            "kind": self.kind,
+        }
+
+
+@dataclass(frozen=True)
+class Document:
+    """An article's text as the analysis stages see it (no I/O, no ids)."""
+
+    title: str
+    text: str
+    lang: str
+    published: datetime | None = None
+    outlet: str = ""
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """What extraction got out of one HTML page."""
+
+    title: str
+    text: str
+    published: datetime | None
+    lang: str | None
+    site: str | None
+    method: str
+    canonical_url: str | None = None
+
+
+@dataclass(frozen=True)
+class FeedEntry:
+    """One item of a parsed feed."""
+
+    url: str
+    guid: str | None
+    title: str
+    summary: str
+    published: datetime | None
+
+
+@dataclass(frozen=True)
+class IngestItem:
+    """An already-fetched article given to `newsdrift ingest`."""
+
+    id: str | None
+    url: str
+    outlet: str
+    lang: str
+    published: datetime
+    title: str
+    text: str | None
+    html: str | None
+
+
+@dataclass(frozen=True)
+class Outlet:
+    name: str
+    lang: str
+    homepage: str | None = None
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    """A feed as configured (feeds.toml or `feeds add`)."""
+
+    url: str
+    outlet: str
+    lang: str
+    interval_minutes: int = 30
+    on_topic: bool = False
+    extra_terms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FeedState:
+    """A stored feed with its HTTP validators and health."""
+
+    id: int
+    url: str
+    outlet: str
+    lang: str
+    interval_minutes: int
+    etag: str | None
+    last_modified: str | None
+    status: str
+    last_error: str | None
+    last_error_at: datetime | None
+    last_success_at: datetime | None
+    next_due_at: datetime | None
+    on_topic: bool = False
+
+
+@dataclass(frozen=True)
+class StoredArticle:
+    """An article with its newest version, as storage hands it to the stages."""
+
+    id: int
+    version_id: int
+    key: str  # the input id where one was given, else the URL
+    url: str
+    outlet: str
+    lang: str
+    published: datetime | None
+    title: str
+    text: str
+    story_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One figure of one article version inside one story: a drift-table row."""
+
+    story_id: int
+    subject: str | None
+    metric: str
+    period: str | None
+    outlet: str
+    article: str
+    article_url: str
+    value: float
+    low: float
+    high: float
+    unit: str
+    qualifier: Qualifier
+    quote: str
+    observed_at: datetime
+    figure_id: int = 0
+    version_id: int = 0
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The status of one (story, subject, metric, period) group."""
+
+    story_id: int
+    subject: str | None
+    metric: str
+    period: str | None
+    unit: str
+    status: str  # "consistent" | "diverging" | "not_comparable"
+    observations: tuple[Observation, ...]
+    spread: float = 0.0
+    kind: str = "disagreement"  # or "revision"
+
+    @property
+    def key(self) -> str:
+        return "|".join(
+            [str(self.story_id), self.subject or "", self.metric, self.period or "", self.kind]
+        )
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A message to deliver, keyed so that it is sent once."""
+
+    key: str
+    kind: str
+    title: str
+    body: str
+    story_id: int | None = None
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))

@@ -1,0 +1,802 @@
+"""The repository: every read and write the pipeline makes, in pipeline records.
+
+``Store`` owns the engine; ``Store.unit()`` opens one transaction and yields a
+``Repo`` bound to it. One unit per item (a feed, an article) keeps failures
+isolated: a failed item rolls back alone and the cycle goes on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import socket
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Engine, and_, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, aliased
+
+from pipeline.errors import LeaseHeld, StorageError
+from pipeline.models import (
+    Alert,
+    FeedConfig,
+    FeedState,
+    Figure,
+    Observation,
+    Outlet,
+    Qualifier,
+    StoredArticle,
+)
+from storage.db import create_db_engine, upgrade
+from storage.tables import (
+    AlertRow,
+    ArticleRow,
+    ArticleVersionRow,
+    DeliveryRow,
+    FeedRow,
+    FigureRow,
+    LeaseRow,
+    OutletRow,
+    RunRow,
+    StoryKeyRow,
+    StoryMergeRow,
+    StoryRow,
+)
+
+INF = float("inf")
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class StorySummary:
+    id: int
+    title: str
+    articles: tuple[str, ...]
+    outlets: tuple[str, ...]
+    first_seen: datetime
+    last_seen: datetime
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    id: int
+    key: str
+    kind: str
+    story_id: int | None
+    title: str
+    body: str
+    created_at: datetime
+    status: str
+    deliveries: tuple[tuple[str, str, int, str | None], ...]  # channel, status, attempts, error
+
+
+@dataclass(frozen=True)
+class PendingDelivery:
+    id: int
+    alert_id: int
+    channel: str
+    title: str
+    body: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class ArticleRecord:
+    id: int
+    key: str
+    url: str
+    outlet: str
+    lang: str
+    published: datetime | None
+    title: str
+    status: str
+    topic_score: float | None
+    topic_terms: tuple[str, ...]
+    topic_stage: str | None
+    story_id: int | None
+
+
+class Store:
+    """The database: opened (and migrated) once per process, at an entry point."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> Store:
+        engine = create_db_engine(url)
+        if migrate:
+            upgrade(engine)
+        return cls(engine)
+
+    @contextmanager
+    def unit(self) -> Iterator[Repo]:
+        """One transaction: committed on success, rolled back on any exception."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                yield Repo(session)
+                session.commit()
+            except OperationalError as e:
+                session.rollback()
+                raise StorageError(f"database error: {e.orig}") from e
+            except BaseException:
+                session.rollback()
+                raise
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+class Repo:
+    """Reads and writes inside one transaction."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    # --- outlets and feeds ------------------------------------------------------------------
+
+    def ensure_outlet(self, outlet: Outlet) -> int:
+        row = self.s.scalar(select(OutletRow).where(OutletRow.name == outlet.name))
+        if row is None:
+            row = OutletRow(name=outlet.name, lang=outlet.lang, homepage=outlet.homepage)
+            self.s.add(row)
+            self.s.flush()
+        return row.id
+
+    def add_feed(self, feed: FeedConfig, now: datetime) -> bool:
+        """Add a feed (and its outlet); False when it was there already."""
+        if self.s.scalar(select(FeedRow.id).where(FeedRow.url == feed.url)) is not None:
+            return False
+        outlet_id = self.ensure_outlet(Outlet(feed.outlet, feed.lang))
+        self.s.add(
+            FeedRow(
+                outlet_id=outlet_id,
+                url=feed.url,
+                lang=feed.lang,
+                interval_minutes=feed.interval_minutes,
+                on_topic=feed.on_topic,
+                extra_terms=list(feed.extra_terms),
+                status="new",
+                next_due_at=now,
+                consecutive_failures=0,
+                redirect_seen=0,
+            )
+        )
+        self.s.flush()
+        return True
+
+    def remove_feed(self, url: str) -> bool:
+        row = self.s.scalar(select(FeedRow).where(FeedRow.url == url))
+        if row is None:
+            return False
+        self.s.execute(update(ArticleRow).where(ArticleRow.feed_id == row.id).values(feed_id=None))
+        self.s.delete(row)
+        return True
+
+    def _feed_state(self, row: FeedRow, outlet: str) -> FeedState:
+        return FeedState(
+            id=row.id,
+            url=row.url,
+            outlet=outlet,
+            lang=row.lang,
+            interval_minutes=row.interval_minutes,
+            etag=row.etag,
+            last_modified=row.last_modified,
+            status=row.status,
+            last_error=row.last_error,
+            last_error_at=row.last_error_at,
+            last_success_at=row.last_success_at,
+            next_due_at=row.next_due_at,
+            on_topic=row.on_topic,
+        )
+
+    def feeds(self, *, due_at: datetime | None = None) -> list[FeedState]:
+        q = select(FeedRow, OutletRow.name).join(OutletRow).order_by(FeedRow.id)
+        if due_at is not None:
+            q = q.where(or_(FeedRow.next_due_at.is_(None), FeedRow.next_due_at <= due_at))
+        return [self._feed_state(row, name) for row, name in self.s.execute(q)]
+
+    def feed_extra_terms(self, feed_id: int) -> tuple[str, ...]:
+        terms = self.s.scalar(select(FeedRow.extra_terms).where(FeedRow.id == feed_id))
+        return tuple(terms or ())
+
+    def feed_failures(self, feed_id: int) -> int:
+        return self.s.scalar(select(FeedRow.consecutive_failures).where(FeedRow.id == feed_id)) or 0
+
+    def record_feed_ok(
+        self,
+        feed_id: int,
+        *,
+        now: datetime,
+        next_due: datetime,
+        etag: str | None,
+        last_modified: str | None,
+        status: str = "ok",
+    ) -> None:
+        row = self.s.get_one(FeedRow, feed_id)
+        if etag is not None:
+            row.etag = etag
+        if last_modified is not None:
+            row.last_modified = last_modified
+        row.status = status
+        row.last_success_at = now
+        row.next_due_at = next_due
+        row.consecutive_failures = 0
+
+    def record_feed_error(
+        self, feed_id: int, *, now: datetime, next_due: datetime, status: str, message: str
+    ) -> None:
+        row = self.s.get_one(FeedRow, feed_id)
+        row.status = status
+        row.last_error = message
+        row.last_error_at = now
+        row.next_due_at = next_due
+        row.consecutive_failures = (row.consecutive_failures or 0) + 1
+
+    def record_redirect(self, feed_id: int, target: str | None, confirm_after: int) -> bool:
+        """Count a permanent redirect; move the feed once it was seen consistently."""
+        row = self.s.get_one(FeedRow, feed_id)
+        if target is None:
+            row.redirect_to, row.redirect_seen = None, 0
+            return False
+        if row.redirect_to == target:
+            row.redirect_seen += 1
+        else:
+            row.redirect_to, row.redirect_seen = target, 1
+        taken = self.s.scalar(select(FeedRow.id).where(FeedRow.url == target))
+        if row.redirect_seen >= confirm_after and taken is None:
+            row.url, row.redirect_to, row.redirect_seen = target, None, 0
+            row.etag = row.last_modified = None
+            return True
+        return False
+
+    # --- articles ---------------------------------------------------------------------------
+
+    def find_article(
+        self, *, keys: Sequence[str] = (), guid: str | None = None, outlet: str | None = None
+    ) -> int | None:
+        """An article already stored under one of ``keys`` (URLs) or ``guid`` of ``outlet``."""
+        conds: list[ColumnElement[bool]] = []
+        if keys:
+            conds.append(ArticleRow.key.in_(list(keys)))
+            conds.append(ArticleRow.url.in_(list(keys)))
+        if guid and outlet:
+            outlet_id = select(OutletRow.id).where(OutletRow.name == outlet).scalar_subquery()
+            conds.append(and_(ArticleRow.guid == guid, ArticleRow.outlet_id == outlet_id))
+        if not conds:
+            return None
+        return self.s.scalar(select(ArticleRow.id).where(or_(*conds)).limit(1))
+
+    def find_by_content(self, outlet: str, content_hash: str) -> int | None:
+        q = (
+            select(ArticleVersionRow.article_id)
+            .join(ArticleRow, ArticleRow.id == ArticleVersionRow.article_id)
+            .join(OutletRow, OutletRow.id == ArticleRow.outlet_id)
+            .where(OutletRow.name == outlet, ArticleVersionRow.content_hash == content_hash)
+            .limit(1)
+        )
+        return self.s.scalar(q)
+
+    def add_article(
+        self,
+        *,
+        key: str,
+        url: str,
+        outlet: str,
+        lang: str,
+        published: datetime | None,
+        title: str,
+        now: datetime,
+        guid: str | None = None,
+        feed_id: int | None = None,
+        summary: str = "",
+        status: str = "kept",
+        topic: tuple[float | None, tuple[str, ...], str | None] = (None, (), None),
+    ) -> tuple[int, bool]:
+        """Insert an article (idempotent on ``key``); returns (id, created)."""
+        existing = self.s.scalar(select(ArticleRow.id).where(ArticleRow.key == key))
+        if existing is not None:
+            return existing, False
+        outlet_id = self.ensure_outlet(Outlet(outlet, lang))
+        row = ArticleRow(
+            key=key,
+            url=url,
+            guid=guid,
+            outlet_id=outlet_id,
+            feed_id=feed_id,
+            lang=lang,
+            published=published,
+            first_seen=now,
+            title=title,
+            summary=summary,
+            status=status,
+            topic_score=topic[0],
+            topic_terms=list(topic[1]),
+            topic_stage=topic[2],
+        )
+        self.s.add(row)
+        self.s.flush()
+        return row.id, True
+
+    def add_version(
+        self,
+        article_id: int,
+        *,
+        title: str,
+        text: str,
+        method: str,
+        fetched_at: datetime,
+        html: str | None = None,
+    ) -> int | None:
+        """Store a new version unless its text equals a stored one; returns its id."""
+        digest = text_hash(text)
+        same = self.s.scalar(
+            select(ArticleVersionRow.id).where(
+                ArticleVersionRow.article_id == article_id,
+                ArticleVersionRow.content_hash == digest,
+            )
+        )
+        if same is not None:
+            return None
+        number = (
+            self.s.scalar(
+                select(func.max(ArticleVersionRow.number)).where(
+                    ArticleVersionRow.article_id == article_id
+                )
+            )
+            or 0
+        ) + 1
+        row = ArticleVersionRow(
+            article_id=article_id,
+            number=number,
+            content_hash=digest,
+            title=title,
+            text=text,
+            html_gz=gzip.compress(html.encode("utf-8")) if html is not None else None,
+            method=method,
+            fetched_at=fetched_at,
+        )
+        self.s.add(row)
+        self.s.flush()
+        return row.id
+
+    def pending_versions(self, limit: int | None = None) -> list[StoredArticle]:
+        """Kept article versions not yet analysed, oldest publication first."""
+        q = (
+            select(ArticleVersionRow, ArticleRow, OutletRow.name)
+            .join(ArticleRow, ArticleRow.id == ArticleVersionRow.article_id)
+            .join(OutletRow, OutletRow.id == ArticleRow.outlet_id)
+            .where(ArticleVersionRow.processed_at.is_(None), ArticleRow.status != "skipped")
+            .order_by(
+                func.coalesce(ArticleRow.published, ArticleRow.first_seen),
+                ArticleVersionRow.id,
+            )
+        )
+        if limit:
+            q = q.limit(limit)
+        return [
+            StoredArticle(
+                id=a.id,
+                version_id=v.id,
+                key=a.key,
+                url=a.url,
+                outlet=outlet,
+                lang=a.lang,
+                published=a.published or a.first_seen,
+                title=v.title,
+                text=v.text,
+                story_id=a.story_id,
+            )
+            for v, a, outlet in self.s.execute(q)
+        ]
+
+    def articles(self, *, status: str | None = None) -> list[ArticleRecord]:
+        q = select(ArticleRow, OutletRow.name).join(OutletRow).order_by(ArticleRow.id)
+        if status:
+            q = q.where(ArticleRow.status == status)
+        return [
+            ArticleRecord(
+                id=a.id,
+                key=a.key,
+                url=a.url,
+                outlet=name,
+                lang=a.lang,
+                published=a.published,
+                title=a.title,
+                status=a.status,
+                topic_score=a.topic_score,
+                topic_terms=tuple(a.topic_terms or ()),
+                topic_stage=a.topic_stage,
+                story_id=a.story_id,
+            )
+            for a, name in self.s.execute(q)
+        ]
+
+    def save_figures(self, version_id: int, figures: Iterable[Figure]) -> int:
+        self.s.execute(delete(FigureRow).where(FigureRow.version_id == version_id))
+        seen: set[tuple[int, int, str]] = set()
+        count = 0
+        for f in figures:
+            if (f.start, f.end, f.unit) in seen:
+                continue
+            seen.add((f.start, f.end, f.unit))
+            self.s.add(
+                FigureRow(
+                    version_id=version_id,
+                    value=f.value,
+                    low=f.low,
+                    high=None if f.high == INF else f.high,
+                    unit=f.unit,
+                    qualifier=str(f.qualifier),
+                    kind=f.kind,
+                    metric=f.metric,
+                    subject=f.subject,
+                    period=f.period,
+                    quote=f.quote,
+                    start=f.start,
+                    end=f.end,
+                )
+            )
+            count += 1
+        return count
+
+    def mark_processed(self, version_id: int, now: datetime) -> None:
+        self.s.get_one(ArticleVersionRow, version_id).processed_at = now
+
+    # --- stories ----------------------------------------------------------------------------
+
+    def candidates(
+        self, keys: Iterable[str], since: datetime, *, per_key: int = 50, exclude: int = 0
+    ) -> list[tuple[int, int, dict[str, Any]]]:
+        """(article id, story id, fingerprint) of articles sharing a key, newest first.
+
+        Each key contributes its ``per_key`` newest postings inside the window,
+        so a very common key costs a bounded amount.
+        """
+        found: dict[int, None] = {}
+        for key in sorted(set(keys)):
+            q = (
+                select(StoryKeyRow.article_id)
+                .where(StoryKeyRow.key == key, StoryKeyRow.published >= since)
+                .order_by(StoryKeyRow.published.desc())
+                .limit(per_key)
+            )
+            for aid in self.s.scalars(q):
+                if aid != exclude:
+                    found.setdefault(aid, None)
+        if not found:
+            return []
+        rows = self.s.execute(
+            select(ArticleRow.id, ArticleRow.story_id, ArticleRow.fingerprint).where(
+                ArticleRow.id.in_(list(found)), ArticleRow.story_id.is_not(None)
+            )
+        )
+        out = []
+        for aid, sid, fp in rows:
+            out.append((aid, self.live_story(sid), fp or {}))
+        out.sort(key=lambda r: r[0], reverse=True)
+        return out
+
+    def live_story(self, story_id: int) -> int:
+        """Follow merges to the story that holds ``story_id`` now."""
+        seen = set()
+        while True:
+            into = self.s.scalar(select(StoryRow.merged_into).where(StoryRow.id == story_id))
+            if into is None or into in seen:
+                return story_id
+            seen.add(story_id)
+            story_id = into
+
+    def create_story(self, title: str, at: datetime) -> int:
+        row = StoryRow(title=title, first_seen=at, last_seen=at)
+        self.s.add(row)
+        self.s.flush()
+        return row.id
+
+    def attach(
+        self,
+        article_id: int,
+        story_id: int,
+        *,
+        level: str,
+        score: float,
+        fingerprint: dict[str, Any],
+        keys: Iterable[str],
+        published: datetime,
+    ) -> None:
+        row = self.s.get_one(ArticleRow, article_id)
+        row.story_id = story_id
+        row.story_level = level
+        row.story_score = score
+        row.fingerprint = fingerprint
+        self.s.execute(delete(StoryKeyRow).where(StoryKeyRow.article_id == article_id))
+        for key in sorted(set(keys)):
+            self.s.add(StoryKeyRow(key=key, article_id=article_id, published=published))
+        story = self.s.get_one(StoryRow, story_id)
+        story.first_seen = min(story.first_seen, published)
+        story.last_seen = max(story.last_seen, published)
+
+    def merge_stories(
+        self, from_story: int, into_story: int, article_id: int, at: datetime
+    ) -> None:
+        """Move ``from_story``'s articles into ``into_story``; recorded and reversible."""
+        if from_story == into_story:
+            return
+        self.s.execute(
+            update(ArticleRow).where(ArticleRow.story_id == from_story).values(story_id=into_story)
+        )
+        src = self.s.get_one(StoryRow, from_story)
+        dst = self.s.get_one(StoryRow, into_story)
+        src.merged_into = into_story
+        dst.first_seen = min(dst.first_seen, src.first_seen)
+        dst.last_seen = max(dst.last_seen, src.last_seen)
+        try:
+            with self.s.begin_nested():
+                self.s.add(
+                    StoryMergeRow(
+                        from_story=from_story, into_story=into_story, article_id=article_id, at=at
+                    )
+                )
+        except IntegrityError:
+            pass  # this merge was recorded before (a re-run after a crash)
+
+    def stories(self, story_id: int | None = None) -> list[StorySummary]:
+        q = (
+            select(StoryRow, ArticleRow.key, ArticleRow.published, OutletRow.name)
+            .join(ArticleRow, ArticleRow.story_id == StoryRow.id)
+            .join(OutletRow, OutletRow.id == ArticleRow.outlet_id)
+            .where(StoryRow.merged_into.is_(None))
+            .order_by(StoryRow.id, ArticleRow.published, ArticleRow.id)
+        )
+        if story_id is not None:
+            q = q.where(StoryRow.id == story_id)
+        grouped: dict[int, tuple[StoryRow, list[str], list[str]]] = {}
+        for story, key, _published, outlet in self.s.execute(q):
+            entry = grouped.setdefault(story.id, (story, [], []))
+            entry[1].append(key)
+            if outlet not in entry[2]:
+                entry[2].append(outlet)
+        return [
+            StorySummary(
+                id=story.id,
+                title=story.title,
+                articles=tuple(keys),
+                outlets=tuple(outlets),
+                first_seen=story.first_seen,
+                last_seen=story.last_seen,
+            )
+            for story, keys, outlets in grouped.values()
+        ]
+
+    def story_ids_of(self, article_ids: Iterable[int]) -> set[int]:
+        ids = list(article_ids)
+        if not ids:
+            return set()
+        return {
+            sid
+            for sid in self.s.scalars(select(ArticleRow.story_id).where(ArticleRow.id.in_(ids)))
+            if sid is not None
+        }
+
+    # --- drift observations -----------------------------------------------------------------
+
+    def observations(
+        self,
+        *,
+        story_id: int | None = None,
+        metric: str | None = None,
+        as_of: datetime | None = None,
+        metrics: Sequence[str] | None = None,
+    ) -> list[Observation]:
+        """Figures with a metric of each article's newest version (as of ``as_of``)."""
+        v2 = aliased(ArticleVersionRow)
+        newer = select(v2.id).where(
+            v2.article_id == ArticleVersionRow.article_id, v2.number > ArticleVersionRow.number
+        )
+        if as_of is not None:
+            newer = newer.where(v2.fetched_at <= as_of)
+        q = (
+            select(FigureRow, ArticleVersionRow, ArticleRow, OutletRow.name)
+            .join(ArticleVersionRow, ArticleVersionRow.id == FigureRow.version_id)
+            .join(ArticleRow, ArticleRow.id == ArticleVersionRow.article_id)
+            .join(OutletRow, OutletRow.id == ArticleRow.outlet_id)
+            .where(
+                FigureRow.metric.is_not(None),
+                FigureRow.kind == "absolute",
+                ArticleRow.story_id.is_not(None),
+                ArticleRow.status != "skipped",
+                ~newer.exists(),
+            )
+            .order_by(ArticleRow.story_id, FigureRow.metric, ArticleRow.published, FigureRow.id)
+        )
+        if story_id is not None:
+            q = q.where(ArticleRow.story_id == story_id)
+        if metric is not None:
+            q = q.where(FigureRow.metric == metric)
+        if metrics is not None:
+            q = q.where(FigureRow.metric.in_(list(metrics)))
+        if as_of is not None:
+            q = q.where(ArticleVersionRow.fetched_at <= as_of)
+        out = []
+        for f, v, a, outlet in self.s.execute(q):
+            assert a.story_id is not None and f.metric is not None
+            out.append(
+                Observation(
+                    story_id=a.story_id,
+                    subject=f.subject,
+                    metric=f.metric,
+                    period=f.period,
+                    outlet=outlet,
+                    article=a.key,
+                    article_url=a.url,
+                    value=f.value,
+                    low=f.low,
+                    high=INF if f.high is None else f.high,
+                    unit=f.unit,
+                    qualifier=Qualifier(f.qualifier),
+                    quote=f.quote,
+                    observed_at=a.published or v.fetched_at,
+                    figure_id=f.id,
+                    version_id=v.id,
+                )
+            )
+        return out
+
+    def figures_of_article(self, article_id: int) -> list[Figure]:
+        q = (
+            select(FigureRow)
+            .join(ArticleVersionRow, ArticleVersionRow.id == FigureRow.version_id)
+            .where(ArticleVersionRow.article_id == article_id)
+            .order_by(ArticleVersionRow.number.desc(), FigureRow.start)
+        )
+        rows = list(self.s.scalars(q))
+        if not rows:
+            return []
+        newest = rows[0].version_id
+        return [
+            Figure(
+                value=r.value,
+                unit=r.unit,
+                qualifier=Qualifier(r.qualifier),
+                low=r.low,
+                high=INF if r.high is None else r.high,
+                metric=r.metric,
+                subject=r.subject,
+                period=r.period,
+                quote=r.quote,
+                start=r.start,
+                end=r.end,
+                kind=r.kind,
+            )
+            for r in rows
+            if r.version_id == newest
+        ]
+
+    # --- alerts (outbox) --------------------------------------------------------------------
+
+    def add_alert(self, alert: Alert, channels: Sequence[str]) -> bool:
+        """Queue ``alert`` for every channel; False when its key was queued before."""
+        if self.s.scalar(select(AlertRow.id).where(AlertRow.key == alert.key)) is not None:
+            return False
+        row = AlertRow(
+            key=alert.key,
+            kind=alert.kind,
+            story_id=alert.story_id,
+            title=alert.title,
+            body=alert.body,
+            created_at=alert.created_at,
+            status="pending",
+        )
+        self.s.add(row)
+        self.s.flush()
+        for channel in channels:
+            self.s.add(DeliveryRow(alert_id=row.id, channel=channel, status="pending", attempts=0))
+        return True
+
+    def pending_deliveries(self, now: datetime) -> list[PendingDelivery]:
+        q = (
+            select(DeliveryRow, AlertRow)
+            .join(AlertRow, AlertRow.id == DeliveryRow.alert_id)
+            .where(
+                DeliveryRow.status == "pending",
+                or_(DeliveryRow.next_attempt_at.is_(None), DeliveryRow.next_attempt_at <= now),
+            )
+            .order_by(DeliveryRow.id)
+        )
+        return [
+            PendingDelivery(d.id, a.id, d.channel, a.title, a.body, d.attempts)
+            for d, a in self.s.execute(q)
+        ]
+
+    def record_delivery(
+        self,
+        delivery_id: int,
+        *,
+        ok: bool,
+        now: datetime,
+        error: str | None = None,
+        retry_at: datetime | None = None,
+    ) -> None:
+        d = self.s.get_one(DeliveryRow, delivery_id)
+        d.attempts += 1
+        if ok:
+            d.status, d.sent_at, d.last_error = "sent", now, None
+        else:
+            d.last_error = error
+            d.status = "pending" if retry_at is not None else "failed"
+            d.next_attempt_at = retry_at
+        alert = self.s.get_one(AlertRow, d.alert_id)
+        statuses = set(
+            self.s.scalars(select(DeliveryRow.status).where(DeliveryRow.alert_id == alert.id))
+        )
+        if statuses == {"sent"}:
+            alert.status = "sent"
+        elif "pending" in statuses:
+            alert.status = "pending"
+        else:
+            alert.status = "failed"
+
+    def alerts(self) -> list[AlertRecord]:
+        rows = list(self.s.scalars(select(AlertRow).order_by(AlertRow.id)))
+        deliveries: dict[int, list[tuple[str, str, int, str | None]]] = {}
+        for d in self.s.scalars(select(DeliveryRow).order_by(DeliveryRow.id)):
+            deliveries.setdefault(d.alert_id, []).append(
+                (d.channel, d.status, d.attempts, d.last_error)
+            )
+        return [
+            AlertRecord(
+                id=r.id,
+                key=r.key,
+                kind=r.kind,
+                story_id=r.story_id,
+                title=r.title,
+                body=r.body,
+                created_at=r.created_at,
+                status=r.status,
+                deliveries=tuple(deliveries.get(r.id, ())),
+            )
+            for r in rows
+        ]
+
+    # --- runs and the lease -----------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, now: datetime, ttl: timedelta) -> None:
+        row = self.s.get(LeaseRow, name, with_for_update=True)
+        if row is None:
+            self.s.add(LeaseRow(name=name, holder=holder, expires_at=now + ttl))
+            try:
+                self.s.flush()
+            except IntegrityError as e:
+                raise LeaseHeld(f"another newsdrift process holds the {name!r} lease") from e
+            return
+        if row.holder != holder and row.expires_at > now:
+            raise LeaseHeld(
+                f"another newsdrift process ({row.holder}) holds the {name!r} lease "
+                f"until {row.expires_at.isoformat(timespec='seconds')}"
+            )
+        row.holder, row.expires_at = holder, now + ttl
+
+    def release_lease(self, name: str, holder: str) -> None:
+        self.s.execute(delete(LeaseRow).where(LeaseRow.name == name, LeaseRow.holder == holder))
+
+    def start_run(self, now: datetime) -> int:
+        row = RunRow(started_at=now, report={})
+        self.s.add(row)
+        self.s.flush()
+        return row.id
+
+    def finish_run(self, run_id: int, now: datetime, report: dict[str, Any]) -> None:
+        row = self.s.get_one(RunRow, run_id)
+        row.finished_at, row.report = now, report
+
+
+def lease_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"

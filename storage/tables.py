@@ -1,0 +1,222 @@
+"""SQLAlchemy 2 typed tables. ORM classes never leave ``storage/``.
+
+Every write is made idempotent by a unique key; all times are stored as UTC
+(``UTCDateTime`` restores the tzinfo SQLite drops).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} cannot be stored; use UTC-aware values")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class OutletRow(Base):
+    __tablename__ = "outlets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    lang: Mapped[str] = mapped_column(String(8))
+    homepage: Mapped[str | None] = mapped_column(String(2000))
+
+
+class FeedRow(Base):
+    __tablename__ = "feeds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    outlet_id: Mapped[int] = mapped_column(ForeignKey("outlets.id"))
+    url: Mapped[str] = mapped_column(String(2000), unique=True)
+    lang: Mapped[str] = mapped_column(String(8))
+    interval_minutes: Mapped[int] = mapped_column(Integer, default=30)
+    on_topic: Mapped[bool] = mapped_column(Boolean, default=False)
+    extra_terms: Mapped[list[str]] = mapped_column(JSON, default=list)
+    etag: Mapped[str | None] = mapped_column(String(1000))
+    last_modified: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), default="new")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    redirect_to: Mapped[str | None] = mapped_column(String(2000))
+    redirect_seen: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class StoryRow(Base):
+    __tablename__ = "stories"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(Text)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    merged_into: Mapped[int | None] = mapped_column(ForeignKey("stories.id"))
+
+
+class ArticleRow(Base):
+    __tablename__ = "articles"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(2000), unique=True)
+    url: Mapped[str] = mapped_column(String(2000), index=True)
+    guid: Mapped[str | None] = mapped_column(String(2000), index=True)
+    outlet_id: Mapped[int] = mapped_column(ForeignKey("outlets.id"))
+    feed_id: Mapped[int | None] = mapped_column(ForeignKey("feeds.id"))
+    lang: Mapped[str] = mapped_column(String(8))
+    published: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    title: Mapped[str] = mapped_column(Text)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(20), default="kept")  # kept | skipped | partial
+    topic_score: Mapped[float | None] = mapped_column(Float)
+    topic_terms: Mapped[list[str]] = mapped_column(JSON, default=list)
+    topic_stage: Mapped[str | None] = mapped_column(String(10))
+    story_id: Mapped[int | None] = mapped_column(ForeignKey("stories.id"), index=True)
+    story_level: Mapped[str | None] = mapped_column(String(10))
+    story_score: Mapped[float | None] = mapped_column(Float)
+    fingerprint: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ArticleVersionRow(Base):
+    __tablename__ = "article_versions"
+    __table_args__ = (UniqueConstraint("article_id", "content_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    article_id: Mapped[int] = mapped_column(ForeignKey("articles.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    html_gz: Mapped[bytes | None] = mapped_column(LargeBinary)
+    method: Mapped[str] = mapped_column(String(40))
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+
+
+class StoryKeyRow(Base):
+    """Inverted index for candidate generation: blocking key -> article."""
+
+    __tablename__ = "story_keys"
+    __table_args__ = (Index("ix_story_keys_key_published", "key", "published"),)
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    article_id: Mapped[int] = mapped_column(ForeignKey("articles.id"), primary_key=True)
+    published: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StoryMergeRow(Base):
+    __tablename__ = "story_merges"
+    __table_args__ = (UniqueConstraint("from_story", "into_story"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    from_story: Mapped[int] = mapped_column(ForeignKey("stories.id"))
+    into_story: Mapped[int] = mapped_column(ForeignKey("stories.id"))
+    article_id: Mapped[int | None] = mapped_column(ForeignKey("articles.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FigureRow(Base):
+    __tablename__ = "figures"
+    __table_args__ = (UniqueConstraint("version_id", "start", "end", "unit"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("article_versions.id"), index=True)
+    value: Mapped[float] = mapped_column(Float)
+    low: Mapped[float] = mapped_column(Float)
+    high: Mapped[float | None] = mapped_column(Float)  # NULL = unbounded
+    unit: Mapped[str] = mapped_column(String(16))
+    qualifier: Mapped[str] = mapped_column(String(10))
+    kind: Mapped[str] = mapped_column(String(12))
+    metric: Mapped[str | None] = mapped_column(String(40), index=True)
+    subject: Mapped[str | None] = mapped_column(String(300))
+    period: Mapped[str | None] = mapped_column(String(20))
+    quote: Mapped[str] = mapped_column(Text)
+    start: Mapped[int] = mapped_column(Integer)
+    end: Mapped[int] = mapped_column(Integer)
+
+
+class AlertRow(Base):
+    """The outbox: written in the transaction that found the cause."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(1000), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    story_id: Mapped[int | None] = mapped_column(ForeignKey("stories.id"))
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(10), default="pending", index=True)
+
+
+class DeliveryRow(Base):
+    """One alert to one channel: sent once, retried with backoff while it fails."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("alert_id", "channel"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LeaseRow(Base):
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -1,0 +1,187 @@
+"""The repository on a real SQLite file: migrations, idempotent writes, the lease."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import LeaseHeld, StorageError
+from pipeline.models import Alert, FeedConfig, Figure, Qualifier
+from storage.repository import Store
+
+T = datetime(2025, 6, 13, 8, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store.open(f"sqlite:///{tmp_path / 'nd.db'}")
+    yield s
+    s.close()
+
+
+def test_migrations_create_schema_with_wal_and_foreign_keys(tmp_path: Path) -> None:
+    db = tmp_path / "x.db"
+    Store.open(f"sqlite:///{db}").close()
+    Store.open(f"sqlite:///{db}").close()  # a second upgrade is a no-op
+    con = sqlite3.connect(db)
+    tables = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
+    assert {
+        "outlets",
+        "feeds",
+        "articles",
+        "article_versions",
+        "stories",
+        "figures",
+        "alerts",
+        "deliveries",
+        "leases",
+        "alembic_version",
+    } <= tables
+    assert con.execute("pragma journal_mode").fetchone()[0] == "wal"
+    con.close()
+
+
+def test_bad_url_is_a_clear_error() -> None:
+    with pytest.raises(StorageError, match="invalid database URL"):
+        Store.open("not a url")
+
+
+def test_feed_add_is_idempotent(store: Store) -> None:
+    feed = FeedConfig(url="https://a.example/feed", outlet="A", lang="de")
+    with store.unit() as repo:
+        assert repo.add_feed(feed, T) is True
+        assert repo.add_feed(feed, T) is False
+    with store.unit() as repo:
+        [f] = repo.feeds(due_at=T)
+        assert f.status == "new" and f.outlet == "A"
+        assert repo.feeds(due_at=T - timedelta(minutes=1)) == []
+
+
+def test_articles_and_versions_are_keyed(store: Store) -> None:
+    with store.unit() as repo:
+        aid, created = repo.add_article(
+            key="k1",
+            url="https://a.example/1",
+            outlet="A",
+            lang="de",
+            published=T,
+            title="t",
+            now=T,
+        )
+        assert created
+        assert repo.add_article(
+            key="k1",
+            url="https://a.example/1",
+            outlet="A",
+            lang="de",
+            published=T,
+            title="t",
+            now=T,
+        ) == (aid, False)
+        v1 = repo.add_version(aid, title="t", text="eins  zwei", method="m", fetched_at=T)
+        assert v1 is not None
+        # Whitespace-only changes are not a new version.
+        assert repo.add_version(aid, title="t", text="eins zwei", method="m", fetched_at=T) is None
+        v2 = repo.add_version(aid, title="t", text="eins drei", method="m", fetched_at=T)
+        assert v2 is not None and v2 != v1
+    with store.unit() as repo:
+        assert [p.version_id for p in repo.pending_versions()] == [v1, v2]
+
+
+def test_a_failed_unit_rolls_back_alone(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.unit() as repo:
+        repo.add_article(key="k1", url="u", outlet="A", lang="de", published=T, title="t", now=T)
+        raise RuntimeError("boom")
+    with store.unit() as repo:
+        assert repo.articles() == []
+
+
+def test_figures_round_trip_with_open_interval(store: Store) -> None:
+    fig = Figure(
+        value=29e9,
+        unit="USD",
+        qualifier=Qualifier.AT_LEAST,
+        low=29e9,
+        high=math.inf,
+        metric="valuation",
+        subject="Scale AI",
+        period=None,
+        quote="über 29 Milliarden Dollar",
+        start=3,
+        end=28,
+    )
+    with store.unit() as repo:
+        aid, _ = repo.add_article(
+            key="k", url="u", outlet="A", lang="de", published=T, title="t", now=T
+        )
+        vid = repo.add_version(aid, title="t", text="x", method="m", fetched_at=T)
+        assert vid is not None
+        sid = repo.create_story("t", T)
+        repo.attach(
+            aid, sid, level="new", score=0, fingerprint={}, keys=["n:scale ai"], published=T
+        )
+        assert repo.save_figures(vid, [fig, fig]) == 1
+        assert repo.save_figures(vid, [fig]) == 1  # re-analysis replaces, never duplicates
+    with store.unit() as repo:
+        [o] = repo.observations()
+        assert o.high == math.inf and o.qualifier is Qualifier.AT_LEAST and o.article == "k"
+        assert repo.figures_of_article(aid) == [fig]
+
+
+def test_story_merge_is_recorded_and_followed(store: Store) -> None:
+    with store.unit() as repo:
+        a, _ = repo.add_article(
+            key="a", url="a", outlet="A", lang="de", published=T, title="a", now=T
+        )
+        b, _ = repo.add_article(
+            key="b", url="b", outlet="B", lang="de", published=T, title="b", now=T
+        )
+        s1, s2 = repo.create_story("a", T), repo.create_story("b", T)
+        repo.attach(a, s1, level="new", score=0, fingerprint={"x": 1}, keys=["k"], published=T)
+        repo.attach(b, s2, level="new", score=0, fingerprint={"x": 2}, keys=["k"], published=T)
+        repo.merge_stories(s2, s1, b, T)
+        repo.merge_stories(s2, s1, b, T)
+    with store.unit() as repo:
+        assert repo.live_story(s2) == s1
+        [story] = repo.stories()
+        assert story.id == s1 and set(story.articles) == {"a", "b"}
+        cands = repo.candidates(["k"], T - timedelta(days=1))
+        assert {c[1] for c in cands} == {s1}
+
+
+def test_alert_outbox_is_keyed_and_tracks_deliveries(store: Store) -> None:
+    alert = Alert(
+        key="1|s|deal_value||disagreement", kind="disagreement", title="t", body="b", created_at=T
+    )
+    with store.unit() as repo:
+        assert repo.add_alert(alert, ["console", "mail"]) is True
+        assert repo.add_alert(alert, ["console", "mail"]) is False
+    with store.unit() as repo:
+        pending = repo.pending_deliveries(T)
+        assert [p.channel for p in pending] == ["console", "mail"]
+        repo.record_delivery(pending[0].id, ok=True, now=T)
+        repo.record_delivery(
+            pending[1].id, ok=False, now=T, error="down", retry_at=T + timedelta(minutes=2)
+        )
+    with store.unit() as repo:
+        assert repo.pending_deliveries(T) == []
+        assert [p.channel for p in repo.pending_deliveries(T + timedelta(minutes=3))] == ["mail"]
+        [rec] = repo.alerts()
+        assert rec.status == "pending"
+
+
+def test_lease_excludes_a_second_holder_until_it_expires(store: Store) -> None:
+    ttl = timedelta(minutes=30)
+    with store.unit() as repo:
+        repo.acquire_lease("cycle", "host:1", T, ttl)
+    with pytest.raises(LeaseHeld, match="host:1"), store.unit() as repo:
+        repo.acquire_lease("cycle", "host:2", T + timedelta(minutes=1), ttl)
+    with store.unit() as repo:
+        repo.acquire_lease("cycle", "host:2", T + ttl + timedelta(seconds=1), ttl)  # expired
+        repo.release_lease("cycle", "host:2")
+    with store.unit() as repo:
+        repo.acquire_lease("cycle", "host:3", T, ttl)
