@@ -69,6 +69,8 @@ class App:
     fetcher: Fetcher | None = None
     channels: Sequence[Channel] | None = None
     clock: Clock = utcnow
+    # Add the feeds of the config's feeds.toml before each cycle (off for the demo).
+    sync_feeds: bool = True
 
     def __post_init__(self) -> None:
         if self.settings is None:
@@ -119,7 +121,8 @@ class App:
         with store.unit() as repo:
             repo.acquire_lease(CYCLE_LEASE, holder, self.clock(), LEASE_TTL)
         try:
-            self.sync_config_feeds()
+            if self.sync_feeds:
+                self.sync_config_feeds()
             return run_cycle(
                 store, self._fetcher(), self.analysis(), self._channels(), clock=self.clock, rng=rng
             )

@@ -571,7 +571,9 @@ def figures(ctx: click.Context, lang: str, published: str | None, source: str) -
         raise click.ClickException(f"{source}: not UTF-8 text ({e})") from e
     when = _parse_time(published) if published else None
     obj: Context = ctx.obj
-    for fig in extract_figures(text, lang, when, load_lexicons(obj.config_dir)):
+    user = obj.config_dir
+    lexicon_dir = user if user is not None and (user / "lexicons").is_dir() else None
+    for fig in extract_figures(text, lang, when, load_lexicons(lexicon_dir)):
         click.echo(json.dumps(fig.to_json(), ensure_ascii=False))
 
 

@@ -50,7 +50,9 @@ def run_demo(*, cycles: int = 2, db_path: Path | None = None, out: TextIO) -> Ap
             db.unlink()
         channels = [StreamChannel(out), FileChannel(Path(tmp) / "alerts.log")]
         with serve_demo() as site:
-            app = App(db_url=f"sqlite:///{db}", settings=settings, channels=channels)
+            app = App(
+                db_url=f"sqlite:///{db}", settings=settings, channels=channels, sync_feeds=False
+            )
             now = datetime.now(UTC)
             with app._store().unit() as repo:
                 for outlet in site.outlets:

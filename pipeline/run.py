@@ -90,10 +90,13 @@ class Analysis:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, use_topic: bool = True) -> Analysis:
-        config_dir: Path = settings.config_dir
+        # A user config dir overrides a shipped data folder only where it has one.
+        user: Path = settings.config_dir
+        lexicon_dir = user if (user / "lexicons").is_dir() else None
+        topic_dir = user if (user / "topic").is_dir() else None
         return cls(
-            lexicons=dict(load_lexicons(config_dir)),
-            topic=load_topic(config_dir) if use_topic else None,
+            lexicons=dict(load_lexicons(lexicon_dir)),
+            topic=load_topic(topic_dir) if use_topic else None,
             drift=DriftRules(
                 relative_tolerance=settings.drift.relative_tolerance,
                 metrics=settings.drift.metrics,
