@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import random
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,7 +24,16 @@ from pipeline.fetch import Fetcher, FetchSettings
 from pipeline.models import FeedConfig, FeedState, IngestItem
 from pipeline.notify import AppriseChannel, Channel, FileChannel, NotifyError, StreamChannel
 from pipeline.opml import parse_opml, to_opml
-from pipeline.run import Analysis, Clock, RunReport, finish_analysis, ingest, run_cycle, utcnow
+from pipeline.run import (
+    Analysis,
+    Clock,
+    RunReport,
+    drift_rules,
+    finish_analysis,
+    ingest,
+    run_cycle,
+    utcnow,
+)
 from pipeline.settings import Settings, feeds_path, load_feeds, load_settings
 from storage.repository import AlertRecord, ArticleRecord, Store, StorySummary, lease_holder
 
@@ -56,7 +67,7 @@ def build_channels(settings: Settings, *, stream: Any = None) -> list[Channel]:
     )
     channels.append(FileChannel(Path(log_file).expanduser()))
     for c in settings.alerts.channels:
-        channels.append(AppriseChannel(c.name, c.url))
+        channels.append(AppriseChannel(c.name, c.url, c.kinds))
     return channels
 
 
@@ -114,36 +125,58 @@ class App:
                 added += repo.add_feed(feed, self.clock())
         return added
 
-    def run_once(self, *, rng: random.Random | None = None) -> RunReport:
-        """One cycle under the database lease (cron mode and the daemon both call this)."""
+    @contextmanager
+    def leased(self) -> Iterator[Store]:
+        """Hold the database lease for one cycle; raises LeaseHeld if another process has it."""
         store = self._store()
         holder = lease_holder()
         with store.unit() as repo:
             repo.acquire_lease(CYCLE_LEASE, holder, self.clock(), LEASE_TTL)
         try:
-            if self.sync_feeds:
-                self.sync_config_feeds()
-            return run_cycle(
-                store, self._fetcher(), self.analysis(), self._channels(), clock=self.clock, rng=rng
-            )
+            yield store
         finally:
             with store.unit() as repo:
                 repo.release_lease(CYCLE_LEASE, holder)
 
-    def ingest(self, items: Sequence[IngestItem], *, keep_all: bool = False) -> RunReport:
-        store = self._store()
-        holder = lease_holder()
-        with store.unit() as repo:
-            repo.acquire_lease(CYCLE_LEASE, holder, self.clock(), LEASE_TTL)
-        try:
+    def run_once(
+        self,
+        *,
+        rng: random.Random | None = None,
+        progress: Any = None,
+        stop: threading.Event | None = None,
+    ) -> RunReport:
+        """One cycle under the database lease (cron mode and the daemon both call this)."""
+        with self.leased() as store:
+            if self.sync_feeds:
+                self.sync_config_feeds()
+            return run_cycle(
+                store,
+                self._fetcher(),
+                self.analysis(),
+                self._channels(),
+                clock=self.clock,
+                rng=rng,
+                progress=progress,
+                stop=stop,
+            )
+
+    def ingest(
+        self, items: Sequence[IngestItem], *, keep_all: bool = False, progress: Any = None
+    ) -> RunReport:
+        with self.leased() as store:
             report = RunReport()
             analysis = self.analysis(use_topic=not keep_all)
-            ingest(store, items, analysis, self.clock, report, keep_all=keep_all)
-            finish_analysis(store, analysis, self._channels(), self.clock, report)
+            ingest(store, items, analysis, self.clock, report, keep_all=keep_all, progress=progress)
+            finish_analysis(store, analysis, self._channels(), self.clock, report, progress)
             return report
-        finally:
-            with store.unit() as repo:
-                repo.release_lease(CYCLE_LEASE, holder)
+
+    def write_metrics(self, path: Path) -> None:
+        from pipeline.metrics import prometheus_text, write_atomically
+
+        try:
+            write_atomically(path, prometheus_text(self.status()))
+        except OSError as e:
+            raise ConfigError(f"cannot write metrics file: {e.strerror}", path=str(path)) from e
 
     # --- feeds ----------------------------------------------------------------------------
 
@@ -240,18 +273,24 @@ class App:
         metric: str | None = None,
         diverging: bool = False,
         as_of: datetime | None = None,
+        outlet: str | None = None,
+        since: datetime | None = None,
+        revisions: bool = False,
     ) -> list[dict[str, Any]]:
-        s = self._settings()
-        rules = drift_mod.DriftRules(
-            relative_tolerance=s.drift.relative_tolerance, metrics=s.drift.metrics
-        )
+        """Drift-table rows: each observation with its group's status (or revisions)."""
+        rules = drift_rules(self._settings())
         with self._store().unit() as repo:
-            obs = repo.observations(story_id=story_id, metric=metric, as_of=as_of)
+            obs = repo.observations(
+                story_id=story_id, metric=metric, as_of=as_of, history=revisions, since=since
+            )
+        found = drift_mod.revisions(obs, rules) if revisions else drift_mod.findings(obs, rules)
         rows = []
-        for f in drift_mod.findings(obs, rules):
+        for f in found:
             if diverging and f.status != "diverging":
                 continue
             for o in f.observations:
+                if outlet is not None and o.outlet != outlet:
+                    continue
                 rows.append(
                     {
                         "story": f.story_id,
@@ -260,19 +299,79 @@ class App:
                         "period": f.period,
                         "outlet": o.outlet,
                         "article": o.article,
+                        "version": o.version,
                         "value": o.value,
+                        "low": o.low,
+                        "high": o.high,
                         "unit": o.unit,
                         "qualifier": str(o.qualifier),
                         "quote": o.quote,
                         "observed_at": o.observed_at,
                         "status": f.status,
+                        "kind": f.kind,
+                        "first": f.first,
+                        "consensus_low": f.consensus[0] if f.consensus else None,
+                        "consensus_high": f.consensus[1] if f.consensus else None,
+                        "spread": f.spread,
+                        "note": f.note,
                     }
                 )
         return rows
 
+    def plot(self, story_id: int, metric: str | None, path: Path) -> Path:
+        from pipeline.plot import plot_story
+
+        with self._store().unit() as repo:
+            if not repo.stories(story_id):
+                raise ConfigError(f"no story with id {story_id}")
+            obs = repo.observations(story_id=story_id, metric=metric, history=True)
+            title = repo.stories(story_id)[0].title
+        if not obs:
+            raise ConfigError(
+                f"story {story_id} has no observations" + (f" of {metric}" if metric else "")
+            )
+        return plot_story(obs, title=title, path=path)
+
     def alerts(self) -> list[AlertRecord]:
         with self._store().unit() as repo:
             return repo.alerts()
+
+    def status(self) -> dict[str, Any]:
+        """Last cycle, backlogs, failing feeds and the database size, for `newsdrift status`."""
+        from storage.db import current_revision, database_size
+
+        store = self._store()
+        with store.unit() as repo:
+            last = repo.last_run()
+            counts = repo.counts()
+            failing = [
+                {
+                    "url": f.url,
+                    "outlet": f.outlet,
+                    "status": f.status,
+                    "last_error": f.last_error,
+                    "since": f.failing_since,
+                }
+                for f in repo.feeds()
+                if f.status in ("error", "gone")
+            ]
+        started, finished, report = last if last else (None, None, {})
+        return {
+            "last_cycle_started": started,
+            "last_cycle_finished": finished,
+            "last_cycle_seconds": (finished - started).total_seconds()
+            if started and finished
+            else None,
+            "last_cycle": report,
+            **counts,
+            "failing_feeds": failing,
+            "database_bytes": database_size(store.engine),
+            "schema_revision": current_revision(store.engine),
+        }
+
+    def prune(self, older_than: timedelta) -> dict[str, int]:
+        with self._store().unit() as repo:
+            return repo.prune(self.clock() - older_than)
 
     def test_channels(self) -> list[tuple[str, str | None]]:
         results: list[tuple[str, str | None]] = []

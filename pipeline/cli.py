@@ -6,6 +6,7 @@ otherwise); JSON is a list of objects, one per row.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
@@ -13,16 +14,17 @@ import json
 import logging
 import math
 import os
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from pipeline.errors import NewsdriftError
+from pipeline.errors import LeaseHeld, NewsdriftError
 from pipeline.paths import default_db_url
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,10 +45,20 @@ def _iso(value: Any) -> Any:
     return value
 
 
-def emit(rows: Sequence[dict[str, Any]], fmt: str | None, columns: Sequence[str]) -> None:
-    """Print rows as a table, JSON (a list of objects) or CSV."""
+def emit(
+    rows: Sequence[dict[str, Any]],
+    fmt: str | None,
+    columns: Sequence[str],
+    extra: Sequence[str] = (),
+) -> None:
+    """Print rows as a table, JSON (a list of objects) or CSV.
+
+    ``extra`` columns appear in JSON and CSV only (they would crowd a table).
+    """
     if fmt is None:
         fmt = "table" if sys.stdout.isatty() else "json"
+    if fmt != "table":
+        columns = [*columns, *extra]
     clean = [{k: _iso(r.get(k)) for k in columns} for r in rows]
     if fmt == "json":
         click.echo(json.dumps(clean, ensure_ascii=False, indent=2))
@@ -90,13 +102,24 @@ def listing(f: F) -> F:
     )(f)
 
 
+# Another process holds the database lease: try again later (sysexits EX_TEMPFAIL).
+EXIT_LEASE_HELD = 75
+
+
+class LeaseHeldExit(click.ClickException):
+    exit_code = EXIT_LEASE_HELD
+
+
 def clean_errors(f: F) -> F:
-    """Turn newsdrift's errors into one clear line and exit status 1."""
+    """Turn newsdrift's errors into one clear line: exit 75 when another run holds
+    the lease, 1 for every other error."""
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return f(*args, **kwargs)
+        except LeaseHeld as e:
+            raise LeaseHeldExit(f"{e}; not running") from e
         except NewsdriftError as e:
             raise click.ClickException(str(e)) from e
 
@@ -208,12 +231,29 @@ def demo(cycles: int, keep_db: Path | None) -> None:
     demo_mod.run_demo(cycles=cycles, db_path=keep_db, out=sys.stdout)
 
 
+METRICS_FILE = click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="After each cycle, write Prometheus text-format metrics here.",
+)
+
+
 @main.command()
+@METRICS_FILE
 @click.pass_context
 @clean_errors
-def run(ctx: click.Context) -> None:
-    """Run one cycle over the due feeds (cron mode)."""
-    report = _app(ctx).run_once()
+def run(ctx: click.Context, metrics_file: Path | None) -> None:
+    """Run one cycle over the due feeds (cron mode).
+
+    Exit status: 0 when the cycle ran (failing feeds only warn), 75 when another
+    process holds the database lease, 1 when the run itself could not work.
+    """
+    app = _app(ctx)
+    with progress_display() as progress:
+        report = app.run_once(progress=progress)
+    if metrics_file:
+        app.write_metrics(metrics_file)
     click.echo(report.summary())
     if report.feeds_failed:
         click.echo(
@@ -222,6 +262,7 @@ def run(ctx: click.Context) -> None:
 
 
 @main.command()
+@METRICS_FILE
 @click.option(
     "--interval",
     type=float,
@@ -230,11 +271,14 @@ def run(ctx: click.Context) -> None:
 )
 @click.pass_context
 @clean_errors
-def daemon(ctx: click.Context, interval: float | None) -> None:
-    """Run cycles on a schedule until stopped (SIGTERM/SIGINT stop it cleanly)."""
+def daemon(ctx: click.Context, interval: float | None, metrics_file: Path | None) -> None:
+    """Run cycles on a schedule until stopped (SIGTERM/SIGINT stop it cleanly).
+
+    A second daemon on the same database exits at once with status 75.
+    """
     from pipeline.daemon import run_daemon
 
-    run_daemon(_app(ctx), interval_minutes=interval)
+    run_daemon(_app(ctx), interval_minutes=interval, metrics_file=metrics_file)
 
 
 @main.command()
@@ -254,7 +298,8 @@ def ingest(ctx: click.Context, path: io.TextIOBase, keep_all: bool) -> None:
     from pipeline.ingest import read_jsonl
 
     items, errors = read_jsonl(path, getattr(path, "name", "<stdin>"))
-    report = _app(ctx).ingest(items, keep_all=keep_all)
+    with progress_display() as progress:
+        report = _app(ctx).ingest(items, keep_all=keep_all, progress=progress)
     click.echo(report.summary())
     for error in errors + report.errors:
         click.echo(f"error: {error}", err=True)
@@ -396,8 +441,13 @@ def story(ctx: click.Context, story_id: int, fmt: str | None) -> None:
 @main.command()
 @click.option("--story", "story_id", type=int, default=None, help="Only this story.")
 @click.option("--metric", default=None, help="Only this metric.")
+@click.option("--outlet", default=None, help="Only this outlet's observations.")
+@click.option("--since", default=None, help="Only observations from this time on (ISO 8601).")
 @click.option("--diverging", is_flag=True, help="Only rows of diverging groups.")
 @click.option("--as-of", "as_of", default=None, help="What was known at this time (ISO 8601).")
+@click.option(
+    "--revisions", is_flag=True, help="Outlets changing their own figure between versions."
+)
 @listing
 @click.pass_context
 @clean_errors
@@ -405,14 +455,42 @@ def drift(
     ctx: click.Context,
     story_id: int | None,
     metric: str | None,
+    outlet: str | None,
+    since: str | None,
     diverging: bool,
     as_of: str | None,
+    revisions: bool,
     fmt: str | None,
 ) -> None:
     """The drift table: one row per observation, with its group's status."""
-    when = _parse_time(as_of) if as_of else None
-    rows = _app(ctx).drift_rows(story_id=story_id, metric=metric, diverging=diverging, as_of=when)
-    emit(rows, fmt, DRIFT_COLUMNS)
+    rows = _app(ctx).drift_rows(
+        story_id=story_id,
+        metric=metric,
+        outlet=outlet,
+        since=_parse_time(since) if since else None,
+        diverging=diverging,
+        as_of=_parse_time(as_of) if as_of else None,
+        revisions=revisions,
+    )
+    emit(rows, fmt, DRIFT_COLUMNS, DRIFT_EXTRA)
+
+
+@main.command()
+@click.argument("story_id", type=int)
+@click.option("--metric", default=None, help="Only this metric (default: every metric).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="PNG file to write (default: story-ID.png).",
+)
+@click.pass_context
+@clean_errors
+def plot(ctx: click.Context, story_id: int, metric: str | None, output: Path | None) -> None:
+    """Write a PNG timeline of a story's figures per outlet."""
+    path = _app(ctx).plot(story_id, metric, output or Path(f"story-{story_id}.png"))
+    click.echo(f"wrote {path}")
 
 
 DRIFT_COLUMNS = [
@@ -428,6 +506,17 @@ DRIFT_COLUMNS = [
     "quote",
     "observed_at",
     "status",
+]
+DRIFT_EXTRA = [
+    "version",
+    "low",
+    "high",
+    "kind",
+    "first",
+    "consensus_low",
+    "consensus_high",
+    "spread",
+    "note",
 ]
 
 
@@ -506,6 +595,119 @@ def articles(ctx: click.Context, skipped: bool, fmt: str | None) -> None:
         fmt,
         ["article", "outlet", "published", "title", "status", "score", "terms", "stage", "story"],
     )
+
+
+@main.command()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "prometheus"]),
+    default=None,
+    help="Output format (default: table on a terminal, json otherwise).",
+)
+@click.pass_context
+@clean_errors
+def status(ctx: click.Context, fmt: str | None) -> None:
+    """Last cycle, feeds failing, articles waiting, alerts pending/failed, database size."""
+    from pipeline.metrics import prometheus_text
+
+    info = _app(ctx).status()
+    fmt = fmt or ("table" if sys.stdout.isatty() else "json")
+    if fmt == "prometheus":
+        click.echo(prometheus_text(info), nl=False)
+    elif fmt == "json":
+        click.echo(
+            json.dumps({k: _jsonable(v) for k, v in info.items()}, ensure_ascii=False, indent=2)
+        )
+    else:
+        rows = [
+            {"key": k, "value": v}
+            for k, v in info.items()
+            if k not in ("failing_feeds", "last_cycle")
+        ]
+        rows += [
+            {"key": f"last_cycle.{k}", "value": v}
+            for k, v in info["last_cycle"].items()
+            if k != "errors"
+        ]
+        rows += [
+            {"key": f"failing: {f['url']}", "value": f["last_error"]} for f in info["failing_feeds"]
+        ]
+        emit(rows, "table", ["key", "value"])
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_jsonable(x) for x in v]
+    return _iso(v)
+
+
+def _parse_age(value: str) -> timedelta:
+    m = re.fullmatch(r"\s*(\d+)\s*([dhm])\s*", value)
+    if not m:
+        raise click.BadParameter(f"expected a number with d, h or m (e.g. 180d), got {value!r}")
+    n, unit = int(m.group(1)), m.group(2)
+    return {"d": timedelta(days=n), "h": timedelta(hours=n), "m": timedelta(minutes=n)}[unit]
+
+
+@main.command()
+@click.option("--older-than", "older_than", required=True, help="Age such as 180d, 12h.")
+@click.pass_context
+@clean_errors
+def prune(ctx: click.Context, older_than: str) -> None:
+    """Drop raw HTML and superseded versions older than the given age.
+
+    Figures that a drift row refers to are never removed.
+    """
+    done = _app(ctx).prune(_parse_age(older_than))
+    click.echo(
+        f"dropped raw HTML of {done['html_dropped']} version(s); "
+        f"deleted {done['versions_deleted']} old version(s)"
+    )
+
+
+@main.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@click.pass_context
+@clean_errors
+def db_upgrade(ctx: click.Context) -> None:
+    """Create or migrate the database schema to the newest version."""
+    from storage.db import create_db_engine, current_revision, upgrade
+
+    obj: Context = ctx.obj
+    engine = create_db_engine(obj.db_url)
+    try:
+        before = current_revision(engine)
+        upgrade(engine)
+        click.echo(f"database schema: {before or 'empty'} -> {current_revision(engine)}")
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def progress_display() -> Iterator[Any]:
+    """A rich progress bar on a terminal; nothing in cron or pipes."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+        console=Console(stderr=True),
+    ) as bar:
+        yield bar
 
 
 # --- single-document tools ----------------------------------------------------------------------

@@ -1,56 +1,97 @@
-"""``newsdrift daemon``: the same cycle as cron, on an APScheduler 3.x schedule."""
+"""``newsdrift daemon``: the same cycle as cron, on an APScheduler 3.x schedule.
+
+The daemon holds a ``daemon`` lease for its lifetime (a second daemon on the
+same database exits at once) and the ``cycle`` lease during each cycle (a cron
+run at the same moment exits instead). SIGTERM/SIGINT set a stop flag that the
+cycle checks between items: the item in hand is finished and committed, and
+the daemon exits 0.
+"""
 
 from __future__ import annotations
 
 import logging
 import signal
-from datetime import UTC, datetime
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.schedulers.background import BackgroundScheduler
 
-from pipeline.errors import LeaseHeld, StorageError
+from pipeline.errors import LeaseHeld, NewsdriftError
+from storage.repository import lease_holder
 
 log = logging.getLogger(__name__)
 
+DAEMON_LEASE = "daemon"
 
-def _cycle(app: Any) -> None:
+
+def _cycle(
+    app: Any, holder: str, stop: threading.Event, metrics_file: Path | None, ttl: timedelta
+) -> None:
+    if stop.is_set():
+        return
     try:
-        report = app.run_once()
+        with app._store().unit() as repo:  # renew: a live daemon never loses its lease
+            repo.acquire_lease(DAEMON_LEASE, holder, app.clock(), ttl)
+        report = app.run_once(stop=stop)
+        if metrics_file is not None:
+            app.write_metrics(metrics_file)
     except LeaseHeld as e:
         log.warning("stage=daemon status=skipped reason=%s", e)
         return
-    except StorageError as e:
+    except NewsdriftError as e:
         log.error("stage=daemon status=failed error=%s", e)
         return
     log.info("stage=daemon status=done %s", report.summary())
 
 
-def run_daemon(app: Any, *, interval_minutes: float | None = None) -> None:
-    """Run cycles until SIGTERM/SIGINT; the cycle in hand finishes before exit."""
+def run_daemon(
+    app: Any,
+    *,
+    interval_minutes: float | None = None,
+    metrics_file: Path | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Run cycles until SIGTERM/SIGINT (or ``stop`` is set); raises LeaseHeld at once
+    when another daemon runs on this database."""
     minutes = interval_minutes or app.settings.daemon.interval_minutes
-    scheduler = BlockingScheduler(timezone=UTC)
+    ttl = max(timedelta(minutes=30), timedelta(minutes=3 * minutes))
+    holder = lease_holder()
+    with app._store().unit() as repo:
+        repo.acquire_lease(DAEMON_LEASE, holder, app.clock(), ttl)
+    stop = stop or threading.Event()
+    scheduler = BackgroundScheduler(timezone=UTC)
     scheduler.add_job(
         _cycle,
         "interval",
-        args=[app],
-        minutes=minutes,
+        args=[app, holder, stop, metrics_file, ttl],
+        seconds=minutes * 60,
         next_run_time=datetime.now(UTC),
         id="cycle",
-        # One cycle at a time; a late run still runs (grace = one interval), and
-        # several missed runs collapse into one.
+        # One cycle at a time; several missed runs collapse into one; a late run
+        # still runs within one interval (the 1-second default would skip it).
         max_instances=1,
         coalesce=True,
         misfire_grace_time=max(1, int(minutes * 60)),
     )
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("stage=daemon signal=%s status=stopping", signal.Signals(signum).name)
-        scheduler.shutdown(wait=False)
+        stop.set()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # signals reach the main thread
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     log.info("stage=daemon status=started interval_minutes=%s", minutes)
-    scheduler.start()
+    try:
+        scheduler.start()
+        stop.wait()
+        scheduler.shutdown(wait=True)  # the cycle in hand stops at its next item
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        with app._store().unit() as repo:
+            repo.release_lease(DAEMON_LEASE, holder)
     log.info("stage=daemon status=stopped")

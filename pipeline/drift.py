@@ -1,24 +1,38 @@
-"""Drift: observations of one story's figures → findings. Pure.
+"""Drift: observations of stories' figures → findings. Pure.
 
 A figure is an interval (DESIGN.md). Observations are grouped by (story,
-metric, period, unit) and then by subject: two subjects belong together when
-they name a common organisation ("Scale AI" and "Meta → Scale AI"), so an
-outlet that writes the buyer too still meets one that names only the target,
-while "OpenAI" and "Meta → Scale AI" stay apart. Inside a group, two
+metric, period, unit kind) and then by subject: two subjects belong together
+when they name a common organisation ("Scale AI" and "Meta → Scale AI"), so
+an outlet that writes the buyer too still meets one that names only the
+target, while "OpenAI" and "Meta → Scale AI" stay apart. Inside a group, two
 observations from different outlets diverge when the gap between their
-intervals exceeds ``relative_tolerance`` times the larger magnitude.
+intervals exceeds the unit kind's relative tolerance times the larger
+magnitude.
+
+Money in different currencies is compared only through the user's rate table
+(``[drift.rates]``); without a rate the group is ``not_comparable``, never
+diverging. Revisions — an article's own figure changing between its versions —
+are a separate kind of finding.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from pipeline.models import Finding, Observation
 
 _SPLIT = re.compile(r"\s*(?:→|->|,|;|\bund\b|\band\b|&)\s*")
+
+NON_MONEY_UNITS = {"percent": "percent", "count": "count"}
+
+
+def unit_kind(unit: str) -> str:
+    """``percent``, ``count`` or ``money`` (any currency code)."""
+    return NON_MONEY_UNITS.get(unit, "money")
 
 
 def subject_names(subject: str | None) -> frozenset[str]:
@@ -46,6 +60,25 @@ def diverge(a: Observation, b: Observation, relative_tolerance: float) -> bool:
     return gap(a, b) > relative_tolerance * scale
 
 
+@dataclass(frozen=True)
+class DriftRules:
+    """How to compare: tolerances per unit kind, the metrics that count, currency rates.
+
+    ``rates`` maps a currency code to its value in ``rates_base`` (e.g. EUR →
+    1.08 with base USD), as of ``rates_date`` — the user's table, never fetched.
+    """
+
+    relative_tolerance: float = 0.01
+    metrics: tuple[str, ...] | None = None
+    tolerance_by_kind: Mapping[str, float] = field(default_factory=dict)
+    rates: Mapping[str, float] = field(default_factory=dict)
+    rates_base: str = "USD"
+    rates_date: str = ""
+
+    def tolerance(self, kind: str) -> float:
+        return self.tolerance_by_kind.get(kind, self.relative_tolerance)
+
+
 def _subject_groups(obs: Sequence[Observation]) -> list[list[Observation]]:
     """Union observations whose subjects share a name; unnamed ones form their own group."""
     parent = list(range(len(obs)))
@@ -56,17 +89,17 @@ def _subject_groups(obs: Sequence[Observation]) -> list[list[Observation]]:
             i = parent[i]
         return i
 
-    names = [subject_names(o.subject) for o in obs]
     owner: dict[str, int] = {}
     unnamed: int | None = None
-    for i, ns in enumerate(names):
-        if not ns:
+    for i, o in enumerate(obs):
+        names = subject_names(o.subject)
+        if not names:
             if unnamed is None:
                 unnamed = i
             else:
                 parent[find(i)] = find(unnamed)
             continue
-        for n in ns:
+        for n in names:
             if n in owner:
                 parent[find(i)] = find(owner[n])
             else:
@@ -85,42 +118,155 @@ def _group_subject(group: Sequence[Observation]) -> str | None:
     return max(subjects, key=lambda s: (len(subject_names(s)), subjects.count(s), s))
 
 
-@dataclass(frozen=True)
-class DriftRules:
-    relative_tolerance: float = 0.01
-    metrics: tuple[str, ...] | None = None
+def _convert(
+    group: Sequence[Observation], rules: DriftRules
+) -> tuple[list[Observation], str] | None:
+    """The group in one currency, or None when a rate is missing."""
+    units = {o.unit for o in group}
+    if len(units) == 1:
+        return list(group), next(iter(units))
+    base = rules.rates_base
+    rate = {**rules.rates, base: 1.0}
+    if not units <= set(rate):
+        return None
+
+    def to_base(o: Observation) -> Observation:
+        r = rate[o.unit]
+        return replace(o, value=o.value * r, low=o.low * r, high=o.high * r)
+
+    return [to_base(o) for o in group], base
+
+
+def _consensus(group: Sequence[Observation]) -> tuple[float, float] | None:
+    low = max(o.low for o in group)
+    high = min(o.high for o in group)
+    return (low, high) if low <= high else None
+
+
+def _first_outlet(group: Sequence[Observation]) -> str | None:
+    if not group:
+        return None
+    return min(group, key=lambda o: (o.observed_at, o.outlet)).outlet
+
+
+def _status(group: Sequence[Observation], tolerance: float) -> tuple[str, float]:
+    status, spread = "consistent", 0.0
+    for i, a in enumerate(group):
+        for b in group[i + 1 :]:
+            if a.outlet == b.outlet:
+                continue
+            spread = max(spread, gap(a, b))
+            if diverge(a, b, tolerance):
+                status = "diverging"
+    return status, spread
+
+
+def _current(observations: Iterable[Observation]) -> list[Observation]:
+    """Only each article's newest version."""
+    newest: dict[str, int] = {}
+    obs = list(observations)
+    for o in obs:
+        newest[o.article] = max(newest.get(o.article, 0), o.version)
+    return [o for o in obs if o.version == newest[o.article]]
 
 
 def findings(observations: Iterable[Observation], rules: DriftRules) -> list[Finding]:
-    """Group observations and decide consistent / diverging per group."""
+    """Disagreement findings over each article's newest version, one per group."""
     buckets: dict[tuple[int, str, str, str], list[Observation]] = {}
+    for o in _current(observations):
+        if rules.metrics is not None and o.metric not in rules.metrics:
+            continue
+        buckets.setdefault((o.story_id, o.metric, o.period or "", unit_kind(o.unit)), []).append(o)
+    out: list[Finding] = []
+    for (story_id, metric, period, kind), obs in sorted(buckets.items()):
+        for group in _subject_groups(obs):
+            common = dict(
+                story_id=story_id,
+                subject=_group_subject(group),
+                metric=metric,
+                period=period or None,
+                observations=tuple(group),
+                first=_first_outlet(group),
+            )
+            converted = _convert(group, rules) if kind == "money" else (group, group[0].unit)
+            if converted is None:
+                units = ", ".join(sorted({o.unit for o in group}))
+                out.append(
+                    Finding(
+                        unit=units,
+                        status="not_comparable",
+                        note=f"no rate in [drift.rates] for {units}",
+                        **common,  # type: ignore[arg-type]
+                    )
+                )
+                continue
+            values, unit = converted
+            status, spread = _status(values, rules.tolerance(kind))
+            note = ""
+            if len({o.unit for o in group}) > 1:
+                note = f"converted to {unit} with the rates of {rules.rates_date or 'the config'}"
+            out.append(
+                Finding(
+                    unit=unit,
+                    status=status,
+                    spread=spread,
+                    consensus=_consensus(values),
+                    note=note,
+                    **common,  # type: ignore[arg-type]
+                )
+            )
+    return out
+
+
+def revisions(observations: Iterable[Observation], rules: DriftRules) -> list[Finding]:
+    """An article changing its own figure between consecutive versions.
+
+    Figures of two versions are paired by metric, period, unit kind and
+    subject overlap (nearest position in the text first); a pair whose
+    intervals diverge is a revision.
+    """
+    by_article: dict[str, dict[int, list[Observation]]] = {}
     for o in observations:
         if rules.metrics is not None and o.metric not in rules.metrics:
             continue
-        buckets.setdefault((o.story_id, o.metric, o.period or "", o.unit), []).append(o)
+        by_article.setdefault(o.article, {}).setdefault(o.version, []).append(o)
     out: list[Finding] = []
-    for (story_id, metric, period, unit), obs in sorted(buckets.items()):
-        for group in _subject_groups(obs):
-            status, spread = "consistent", 0.0
-            for i, a in enumerate(group):
-                for b in group[i + 1 :]:
-                    if a.outlet == b.outlet:
-                        continue
-                    spread = max(spread, gap(a, b))
-                    if diverge(a, b, rules.relative_tolerance):
-                        status = "diverging"
-            out.append(
-                Finding(
-                    story_id=story_id,
-                    subject=_group_subject(group),
-                    metric=metric,
-                    period=period or None,
-                    unit=unit,
-                    status=status,
-                    observations=tuple(group),
-                    spread=spread,
-                )
-            )
+    for versions in by_article.values():
+        numbers = sorted(versions)
+        for older, newer in itertools.pairwise(numbers):
+            used: set[int] = set()
+            for new in versions[newer]:
+                olds = [
+                    (abs(old.start - new.start), i, old)
+                    for i, old in enumerate(versions[older])
+                    if i not in used
+                    and old.metric == new.metric
+                    and (old.period or "") == (new.period or "")
+                    and old.unit == new.unit
+                    and (
+                        subject_names(old.subject) & subject_names(new.subject)
+                        or not (old.subject or new.subject)
+                    )
+                ]
+                if not olds:
+                    continue
+                _, i, old = min(olds, key=lambda t: (t[0], t[1]))
+                used.add(i)
+                if diverge(old, new, rules.tolerance(unit_kind(new.unit))):
+                    out.append(
+                        Finding(
+                            story_id=new.story_id,
+                            subject=new.subject or old.subject,
+                            metric=new.metric,
+                            period=new.period,
+                            unit=new.unit,
+                            status="revised",
+                            observations=(old, new),
+                            spread=gap(old, new),
+                            kind="revision",
+                            first=new.outlet,
+                        )
+                    )
     return out
 
 

@@ -170,6 +170,7 @@ class FeedState:
     last_success_at: datetime | None
     next_due_at: datetime | None
     on_topic: bool = False
+    failing_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -208,11 +209,20 @@ class Observation:
     observed_at: datetime
     figure_id: int = 0
     version_id: int = 0
+    version: int = 1
+    article_id: int = 0
+    start: int = 0
 
 
 @dataclass(frozen=True)
 class Finding:
-    """The status of one (story, subject, metric, period) group."""
+    """The status of one (story, subject, metric, period) group, or one revision.
+
+    ``kind`` is ``disagreement`` (outlets at a time) or ``revision`` (one
+    outlet's article changing its own figure between versions). ``consensus``
+    is the interval every observation allows, when there is one; ``first``
+    names the outlet that reported first.
+    """
 
     story_id: int
     subject: str | None
@@ -222,13 +232,32 @@ class Finding:
     status: str  # "consistent" | "diverging" | "not_comparable"
     observations: tuple[Observation, ...]
     spread: float = 0.0
-    kind: str = "disagreement"  # or "revision"
+    kind: str = "disagreement"
+    consensus: tuple[float, float] | None = None
+    first: str | None = None
+    note: str = ""
 
     @property
     def key(self) -> str:
-        return "|".join(
-            [str(self.story_id), self.subject or "", self.metric, self.period or "", self.kind]
-        )
+        """Stable identity of the group: never a content hash."""
+        parts = [str(self.story_id), self.subject or "", self.metric, self.period or "", self.kind]
+        if self.kind == "revision" and self.observations:
+            parts.append(self.observations[-1].article)
+        return "|".join(parts)
+
+
+@dataclass(frozen=True)
+class GroupState:
+    """What the alert planner remembers of one group between cycles."""
+
+    key: str
+    story_id: int | None
+    metric: str | None
+    status: str
+    episode: int = 0
+    alerted_episode: int = 0
+    opened_at: datetime | None = None
+    last_alert_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,12 @@ class NotifyError(NewsdriftError):
     """A channel could not deliver a message."""
 
 
+ALL_KINDS: tuple[str, ...] = ("disagreement", "revision", "feed_health")
+
+
 class Channel(Protocol):
     name: str
+    kinds: tuple[str, ...]
 
     def send(self, title: str, body: str) -> None: ...
 
@@ -38,6 +42,7 @@ class StreamChannel:
 
     stream: TextIO
     name: str = "console"
+    kinds: tuple[str, ...] = ALL_KINDS
 
     def send(self, title: str, body: str) -> None:
         self.stream.write(f"\n=== ALERT: {title}\n{body}\n")
@@ -50,6 +55,7 @@ class FileChannel:
 
     path: Path
     name: str = "logfile"
+    kinds: tuple[str, ...] = ALL_KINDS
 
     def send(self, title: str, body: str) -> None:
         try:
@@ -79,6 +85,7 @@ class AppriseChannel:
 
     name: str
     url_template: str
+    kinds: tuple[str, ...] = ALL_KINDS
 
     def send(self, title: str, body: str) -> None:
         import apprise

@@ -10,15 +10,24 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from pipeline import stories
-from pipeline.alerts import AlertRules, plan_alerts
-from pipeline.drift import DriftRules, findings
-from pipeline.errors import FetchError, NewsdriftError, ParseError
+from pipeline.alerts import (
+    AlertRules,
+    QuietHours,
+    digest_due,
+    digest_message,
+    plan_alerts,
+    plan_feed_alerts,
+)
+from pipeline.drift import DriftRules, findings, revisions
+from pipeline.errors import ConfigError, FetchError, NewsdriftError, ParseError
 from pipeline.extract import decode_html, extract_article
 from pipeline.feeds import normalize_url, parse_feed
 from pipeline.fetch import Fetcher, FetchResult
@@ -28,7 +37,7 @@ from pipeline.notify import Channel, NotifyError
 from pipeline.polling import next_poll
 from pipeline.settings import Settings
 from pipeline.topic import Topic, TopicDecision, decide_entry, decide_text, load_topic
-from storage.repository import Repo, Store, text_hash
+from storage.repository import PendingDelivery, Repo, Store, text_hash
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +87,12 @@ class RunReport:
 
 
 @dataclass(frozen=True)
+class DeliveryRules:
+    quiet: QuietHours | None = None
+    digest: timedelta | None = None
+
+
+@dataclass(frozen=True)
 class Analysis:
     """The analysis stages' configuration, built once per process."""
 
@@ -87,9 +102,11 @@ class Analysis:
     alerts: AlertRules
     window: timedelta
     max_articles_per_feed: int = 50
+    delivery: DeliveryRules = DeliveryRules()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, use_topic: bool = True) -> Analysis:
+        a = settings.alerts
         # A user config dir overrides a shipped data folder only where it has one.
         user: Path = settings.config_dir
         lexicon_dir = user if (user / "lexicons").is_dir() else None
@@ -97,14 +114,42 @@ class Analysis:
         return cls(
             lexicons=dict(load_lexicons(lexicon_dir)),
             topic=load_topic(topic_dir) if use_topic else None,
-            drift=DriftRules(
-                relative_tolerance=settings.drift.relative_tolerance,
-                metrics=settings.drift.metrics,
+            drift=drift_rules(settings),
+            alerts=AlertRules(
+                min_outlets=a.min_outlets,
+                metrics=a.metrics,
+                cooldown=timedelta(hours=a.cooldown_hours),
+                revisions=a.revisions,
+                feed_broken_after=timedelta(hours=a.feed_broken_after_hours),
             ),
-            alerts=AlertRules(min_outlets=settings.alerts.min_outlets),
             window=timedelta(days=settings.stories.window_days),
             max_articles_per_feed=settings.fetch.max_articles_per_feed,
+            delivery=DeliveryRules(quiet=a.quiet, digest=a.digest_period),
         )
+
+
+def drift_rules(settings: Settings) -> DriftRules:
+    d = settings.drift
+    return DriftRules(
+        relative_tolerance=d.relative_tolerance,
+        metrics=d.metrics,
+        tolerance_by_kind=d.tolerance,
+        rates=d.rates,
+        rates_base=d.rates_base,
+        rates_date=d.rates_date,
+    )
+
+
+class Tracker:
+    """Advances a rich progress bar when one is shown; does nothing otherwise."""
+
+    def __init__(self, progress: Any, label: str, total: int) -> None:
+        self.progress = progress
+        self.task = progress.add_task(label, total=total) if progress is not None else None
+
+    def advance(self) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task)
 
 
 # --- polling feeds ------------------------------------------------------------------------------
@@ -334,9 +379,13 @@ def ingest(
     report: RunReport,
     *,
     keep_all: bool = False,
+    progress: Any = None,
 ) -> None:
     """Store already-fetched articles (in ``published`` order); analysis follows."""
-    for item in sorted(items, key=lambda i: i.published):
+    ordered = sorted(items, key=lambda i: i.published)
+    tracker = Tracker(progress, "storing", len(ordered))
+    for item in ordered:
+        tracker.advance()
         now = clock()
         if item.html is not None and item.text is None:
             try:
@@ -433,15 +482,26 @@ def analyse_version(repo: Repo, article: StoredArticle, analysis: Analysis, now:
     return story_id
 
 
-def analyse_pending(store: Store, analysis: Analysis, clock: Clock, report: RunReport) -> set[int]:
+def analyse_pending(
+    store: Store,
+    analysis: Analysis,
+    clock: Clock,
+    report: RunReport,
+    progress: Any = None,
+    stop: threading.Event | None = None,
+) -> set[int]:
     """Analyse every stored version not analysed yet, oldest first, one transaction each."""
     touched: set[int] = set()
     with store.unit() as repo:
         pending = repo.pending_versions()
+    tracker = Tracker(progress, "analysing", len(pending))
     for article in pending:
+        if stop is not None and stop.is_set():
+            break  # the rest waits for the next cycle, still unprocessed
         with store.unit() as repo:
             touched.add(analyse_version(repo, article, analysis, clock()))
         report.versions_processed += 1
+        tracker.advance()
     return touched
 
 
@@ -449,52 +509,128 @@ def update_alerts(
     store: Store,
     story_ids: Iterable[int],
     analysis: Analysis,
-    channels: Sequence[str],
+    channels: Sequence[Channel],
     clock: Clock,
     report: RunReport,
 ) -> None:
-    """Recompute the findings of the touched stories and queue new alerts (outbox)."""
-    for story_id in sorted(set(story_ids)):
+    """Recompute the touched stories' findings; queue new alerts in the same transaction.
+
+    Stories whose open episode waits for its cooldown are looked at again too.
+    """
+    with store.unit() as repo:
+        waiting = repo.stories_with_unalerted_episodes()
+    touched = set(story_ids)
+    for story_id in sorted(touched | waiting):
         with store.unit() as repo:
             live = repo.live_story(story_id)
-            obs = repo.observations(story_id=live)
+            history = repo.observations(story_id=live, history=True)
+            found = findings(history, analysis.drift) + revisions(history, analysis.drift)
             titles = {s.id: s.title for s in repo.stories(live)}
-            for alert in plan_alerts(
-                findings(obs, analysis.drift), analysis.alerts, titles, clock()
-            ):
-                if repo.add_alert(alert, channels):
+            states = repo.alert_states([live])
+            now = clock()
+            alerts, changed = plan_alerts(found, states, analysis.alerts, titles, now)
+            repo.save_alert_states(changed, now)
+            for alert in alerts:
+                if repo.add_alert(alert, [c.name for c in channels if alert.kind in c.kinds]):
                     report.alerts_new += 1
                     log.info("stage=alert story=%d key=%s status=queued", live, alert.key)
-    report.stories_touched += len(set(story_ids))
+    report.stories_touched += len(touched)
 
 
-def deliver(store: Store, channels: Sequence[Channel], clock: Clock, report: RunReport) -> None:
-    """Send pending deliveries; a failing channel is retried later and blocks no other."""
+def update_feed_alerts(
+    store: Store, analysis: Analysis, channels: Sequence[Channel], clock: Clock, report: RunReport
+) -> None:
+    """A feed broken for long enough raises one feed-health alert per outage."""
+    with store.unit() as repo:
+        now = clock()
+        alerts, changed = plan_feed_alerts(
+            repo.feeds(), repo.feed_alert_states(), analysis.alerts, now
+        )
+        repo.save_alert_states(changed, now)
+        for alert in alerts:
+            if repo.add_alert(alert, [c.name for c in channels if alert.kind in c.kinds]):
+                report.alerts_new += 1
+                log.info("stage=alert key=%s status=queued", alert.key)
+
+
+def deliver(
+    store: Store,
+    channels: Sequence[Channel],
+    clock: Clock,
+    report: RunReport,
+    rules: DeliveryRules | None = None,
+) -> None:
+    """Send pending deliveries; a failing channel is retried later and blocks no other.
+
+    Delivery is at least once: a delivery is marked sent only after the
+    channel accepted it, so a crash between the two sends it again on restart.
+    Outside quiet hours only; in digest mode, one message per channel per period.
+    """
+    rules = rules or DeliveryRules()
+    if rules.quiet is not None and rules.quiet.contains(clock()):
+        log.info("stage=notify status=quiet_hours")
+        return
     by_name = {c.name: c for c in channels}
     with store.unit() as repo:
         pending = repo.pending_deliveries(clock())
+    per_channel: dict[str, list[PendingDelivery]] = {}
     for d in pending:
-        channel = by_name.get(d.channel)
-        now = clock()
+        per_channel.setdefault(d.channel, []).append(d)
+    for name, items in per_channel.items():
+        channel = by_name.get(name)
+        if channel is None:
+            with store.unit() as repo:
+                for d in items:
+                    repo.record_delivery(
+                        d.id, ok=False, now=clock(), error=f"channel {name!r} is not configured"
+                    )
+            report.deliveries_failed += len(items)
+            continue
+        if rules.digest is not None:
+            with store.unit() as repo:
+                due = digest_due(repo.last_digest(name), rules.digest, clock())
+            if due:
+                title, body = digest_message([(d.title, _with_key(d)) for d in items])
+                _send(store, channel, items, title, body, clock, report)
+                with store.unit() as repo:
+                    repo.set_last_digest(name, clock())
+            continue
+        for d in items:
+            _send(store, channel, [d], d.title, _with_key(d), clock, report)
+
+
+def _with_key(d: PendingDelivery) -> str:
+    """The body with the alert's key, so a receiver can drop a repeated delivery."""
+    return f"{d.body}\n\nnewsdrift-alert-key: {d.key}"
+
+
+def _send(
+    store: Store,
+    channel: Channel,
+    items: Sequence[PendingDelivery],
+    title: str,
+    body: str,
+    clock: Clock,
+    report: RunReport,
+) -> None:
+    now = clock()
+    try:
+        channel.send(title, body)
+    except (NotifyError, ConfigError) as e:
         with store.unit() as repo:
-            if channel is None:
-                repo.record_delivery(
-                    d.id, ok=False, now=now, error=f"channel {d.channel!r} is not configured"
-                )
-                report.deliveries_failed += 1
-                continue
-            try:
-                channel.send(d.title, d.body)
-            except NotifyError as e:
+            for d in items:
                 retry = None
                 if d.attempts + 1 < DELIVERY_MAX_ATTEMPTS:
                     retry = now + DELIVERY_RETRY * (2**d.attempts)
                 repo.record_delivery(d.id, ok=False, now=now, error=str(e), retry_at=retry)
-                report.deliveries_failed += 1
-                log.warning("stage=notify channel=%s alert=%d error=%s", d.channel, d.alert_id, e)
-                continue
+        report.deliveries_failed += len(items)
+        log.warning("stage=notify channel=%s alerts=%d error=%s", channel.name, len(items), e)
+        return
+    with store.unit() as repo:
+        for d in items:
             repo.record_delivery(d.id, ok=True, now=now)
-            report.deliveries_sent += 1
+    report.deliveries_sent += len(items)
+    log.info("stage=notify channel=%s alerts=%d status=sent", channel.name, len(items))
 
 
 # --- the cycle ----------------------------------------------------------------------------------
@@ -508,16 +644,27 @@ def run_cycle(
     *,
     clock: Clock = utcnow,
     rng: random.Random | None = None,
+    progress: Any = None,
+    stop: threading.Event | None = None,
 ) -> RunReport:
-    """Poll the due feeds, analyse what is new, queue and send alerts."""
+    """Poll the due feeds, analyse what is new, queue and send alerts.
+
+    ``stop`` (set by the daemon's signal handler) ends the cycle after the item
+    in hand; everything finished so far is committed.
+    """
     report = RunReport()
     rng = rng or random.Random()
     with store.unit() as repo:
         run_id = repo.start_run(clock())
         due = repo.feeds(due_at=clock())
+    tracker = Tracker(progress, "polling feeds", len(due))
     for feed in due:
+        if stop is not None and stop.is_set():
+            report.errors.append("stopped by signal before polling every due feed")
+            break
         poll_feed(store, fetcher, feed, analysis, clock, rng, report)
-    finish_analysis(store, analysis, channels, clock, report)
+        tracker.advance()
+    finish_analysis(store, analysis, channels, clock, report, progress, stop)
     with store.unit() as repo:
         repo.finish_run(run_id, clock(), report.as_dict())
     log.info("stage=cycle %s", report.summary())
@@ -525,12 +672,19 @@ def run_cycle(
 
 
 def finish_analysis(
-    store: Store, analysis: Analysis, channels: Sequence[Channel], clock: Clock, report: RunReport
+    store: Store,
+    analysis: Analysis,
+    channels: Sequence[Channel],
+    clock: Clock,
+    report: RunReport,
+    progress: Any = None,
+    stop: threading.Event | None = None,
 ) -> None:
     """Everything after storing articles: analysis, drift, outbox, delivery."""
-    touched = analyse_pending(store, analysis, clock, report)
-    update_alerts(store, touched, analysis, [c.name for c in channels], clock, report)
-    deliver(store, channels, clock, report)
+    touched = analyse_pending(store, analysis, clock, report, progress, stop)
+    update_alerts(store, touched, analysis, channels, clock, report)
+    update_feed_alerts(store, analysis, channels, clock, report)
+    deliver(store, channels, clock, report, analysis.delivery)
 
 
 __all__ = [

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pipeline.alerts import ALERT_KINDS, QuietHours
 from pipeline.errors import ConfigError
 from pipeline.models import METRICS, FeedConfig, Outlet
 from pipeline.paths import shipped_config_dir
@@ -49,12 +53,17 @@ class StoriesConfig:
 class DriftConfig:
     relative_tolerance: float = 0.01
     metrics: tuple[str, ...] = tuple(m for m in METRICS if m != "age")
+    tolerance: Mapping[str, float] = field(default_factory=dict)  # per unit kind
+    rates: Mapping[str, float] = field(default_factory=dict)
+    rates_base: str = "USD"
+    rates_date: str = ""
 
 
 @dataclass(frozen=True)
 class ChannelConfig:
     name: str
     url: str
+    kinds: tuple[str, ...] = ALERT_KINDS
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,24 @@ class AlertsConfig:
     log_file: str = ""
     console: bool = True
     channels: tuple[ChannelConfig, ...] = ()
+    metrics: tuple[str, ...] | None = None
+    cooldown_hours: float = 24.0
+    revisions: bool = True
+    feed_broken_after_hours: float = 24.0
+    quiet_hours: str = ""  # "22:00-07:00", local time of `timezone`
+    timezone: str = "UTC"
+    digest: str = "off"  # off | hourly | daily
+
+    @property
+    def quiet(self) -> QuietHours | None:
+        if not self.quiet_hours:
+            return None
+        start, end = (time.fromisoformat(p.strip()) for p in self.quiet_hours.split("-"))
+        return QuietHours(start, end, ZoneInfo(self.timezone))
+
+    @property
+    def digest_period(self) -> timedelta | None:
+        return {"off": None, "hourly": timedelta(hours=1), "daily": timedelta(days=1)}[self.digest]
 
 
 @dataclass(frozen=True)
@@ -201,9 +228,35 @@ def _read_fetch(r: _Reader) -> FetchConfig:
     )
 
 
+_UNIT_KINDS = ("money", "percent", "count")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
 def _read_drift(r: _Reader) -> DriftConfig:
-    r.unknown_keys(_fields(DriftConfig))
+    r.unknown_keys(_fields(DriftConfig) - {"rates_base", "rates_date"})
     d = DriftConfig()
+    tolerance = r.get("tolerance", dict, {})
+    for kind, value in tolerance.items():
+        if kind not in _UNIT_KINDS:
+            raise r.fail(
+                "tolerance", f"unknown unit kind {kind!r} (known: {', '.join(_UNIT_KINDS)})"
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+            raise r.fail("tolerance", f"{kind}: expected a number in [0, 1), got {value!r}")
+    rates_raw = dict(r.get("rates", dict, {}))
+    base = rates_raw.pop("base", "USD")
+    date = rates_raw.pop("date", "")
+    if rates_raw and not date:
+        raise r.fail("rates", 'a rate table needs its date (date = "YYYY-MM-DD")')
+    if not isinstance(base, str) or not _CURRENCY.match(base):
+        raise r.fail("rates", f"base: expected a currency code such as USD, got {base!r}")
+    rates: dict[str, float] = {}
+    for code, value in rates_raw.items():
+        if not _CURRENCY.match(code):
+            raise r.fail("rates", f"{code!r} is not a currency code (three capital letters)")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise r.fail("rates", f"{code}: expected a positive number of {base}, got {value!r}")
+        rates[code] = float(value)
     metrics = r.get("metrics", list, list(d.metrics))
     for m in metrics:
         if m not in METRICS:
@@ -211,7 +264,14 @@ def _read_drift(r: _Reader) -> DriftConfig:
     tol = r.get("relative_tolerance", float, d.relative_tolerance)
     if not 0 <= tol < 1:
         raise r.fail("relative_tolerance", f"must be in [0, 1), got {tol!r}")
-    return DriftConfig(relative_tolerance=tol, metrics=tuple(metrics))
+    return DriftConfig(
+        relative_tolerance=tol,
+        metrics=tuple(metrics),
+        tolerance={k: float(v) for k, v in tolerance.items()},
+        rates=rates,
+        rates_base=base,
+        rates_date=str(date),
+    )
 
 
 def _read_alerts(r: _Reader) -> AlertsConfig:
@@ -223,17 +283,47 @@ def _read_alerts(r: _Reader) -> AlertsConfig:
         raise r.fail("channel", "expected [[alerts.channel]] tables")
     for i, item in enumerate(raw):
         cr = _Reader(r.path, r.text, item, "alerts.channel", i)
-        cr.unknown_keys({"name", "url"})
+        cr.unknown_keys({"name", "url", "kinds"})
         name = cr.get("name", str, None)
         url = cr.get("url", str, None)
         if not name or not url:
             raise cr.fail(None, "a channel needs both name and url")
-        channels.append(ChannelConfig(name=name, url=url))
+        kinds = cr.get("kinds", list, list(ALERT_KINDS))
+        for k in kinds:
+            if k not in ALERT_KINDS:
+                raise cr.fail(
+                    "kinds", f"unknown alert kind {k!r} (known: {', '.join(ALERT_KINDS)})"
+                )
+        channels.append(ChannelConfig(name=name, url=url, kinds=tuple(kinds)))
+    metrics = r.get("metrics", list, None)
+    for m in metrics or ():
+        if m not in METRICS:
+            raise r.fail("metrics", f"unknown metric {m!r} (known: {', '.join(METRICS)})")
+    quiet = r.get("quiet_hours", str, d.quiet_hours)
+    if quiet and not re.match(r"^\s*\d{1,2}:\d{2}\s*-\s*\d{1,2}:\d{2}\s*$", quiet):
+        raise r.fail("quiet_hours", f'expected "HH:MM-HH:MM", got {quiet!r}')
+    tz = r.get("timezone", str, d.timezone)
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise r.fail("timezone", f"unknown time zone {tz!r}") from e
+    digest = r.get("digest", str, d.digest)
+    if digest not in ("off", "hourly", "daily"):
+        raise r.fail("digest", f"expected off, hourly or daily, got {digest!r}")
     return AlertsConfig(
         min_outlets=r.positive("min_outlets", int, d.min_outlets),
         log_file=r.get("log_file", str, d.log_file),
         console=r.get("console", bool, d.console),
         channels=tuple(channels),
+        metrics=tuple(metrics) if metrics is not None else None,
+        cooldown_hours=r.get("cooldown_hours", float, d.cooldown_hours),
+        revisions=r.get("revisions", bool, d.revisions),
+        feed_broken_after_hours=r.positive(
+            "feed_broken_after_hours", float, d.feed_broken_after_hours
+        ),
+        quiet_hours=quiet,
+        timezone=tz,
+        digest=digest,
     )
 
 

@@ -60,3 +60,28 @@ def upgrade(engine: Engine) -> None:
             command.upgrade(cfg, "head")
     except OperationalError as e:
         raise StorageError(f"cannot migrate database {engine.url!r}: {e.orig}") from e
+
+
+def database_size(engine: Engine) -> int | None:
+    """Bytes on disk: the SQLite file with its WAL, or PostgreSQL's database size."""
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        if not database or database == ":memory:":
+            return None
+        path = Path(database).expanduser()
+        return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy import text
+
+        with engine.connect() as conn:
+            return int(
+                conn.execute(text("select pg_database_size(current_database())")).scalar_one()
+            )
+    return None
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import os
 import socket
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from pipeline.models import (
     FeedConfig,
     FeedState,
     Figure,
+    GroupState,
     Observation,
     Outlet,
     Qualifier,
@@ -35,8 +37,10 @@ from pipeline.models import (
 from storage.db import create_db_engine, upgrade
 from storage.tables import (
     AlertRow,
+    AlertStateRow,
     ArticleRow,
     ArticleVersionRow,
+    ChannelStateRow,
     DeliveryRow,
     FeedRow,
     FigureRow,
@@ -86,6 +90,8 @@ class PendingDelivery:
     title: str
     body: str
     attempts: int
+    kind: str = "disagreement"
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -196,6 +202,7 @@ class Repo:
             last_success_at=row.last_success_at,
             next_due_at=row.next_due_at,
             on_topic=row.on_topic,
+            failing_since=row.failing_since,
         )
 
     def feeds(self, *, due_at: datetime | None = None) -> list[FeedState]:
@@ -230,6 +237,7 @@ class Repo:
         row.last_success_at = now
         row.next_due_at = next_due
         row.consecutive_failures = 0
+        row.failing_since = None
 
     def record_feed_error(
         self, feed_id: int, *, now: datetime, next_due: datetime, status: str, message: str
@@ -240,6 +248,7 @@ class Repo:
         row.last_error_at = now
         row.next_due_at = next_due
         row.consecutive_failures = (row.consecutive_failures or 0) + 1
+        row.failing_since = row.failing_since or now
 
     def record_redirect(self, feed_id: int, target: str | None, confirm_after: int) -> bool:
         """Count a permanent redirect; move the feed once it was seen consistently."""
@@ -346,6 +355,7 @@ class Repo:
         )
         if same is not None:
             return None
+        published = self.s.scalar(select(ArticleRow.published).where(ArticleRow.id == article_id))
         number = (
             self.s.scalar(
                 select(func.max(ArticleVersionRow.number)).where(
@@ -363,6 +373,9 @@ class Repo:
             html_gz=gzip.compress(html.encode("utf-8")) if html is not None else None,
             method=method,
             fetched_at=fetched_at,
+            # A first version tells what the article said when published; a
+            # later one what it said when we fetched it.
+            observed_at=min(published, fetched_at) if number == 1 and published else fetched_at,
         )
         self.s.add(row)
         self.s.flush()
@@ -594,15 +607,14 @@ class Repo:
         story_id: int | None = None,
         metric: str | None = None,
         as_of: datetime | None = None,
-        metrics: Sequence[str] | None = None,
+        history: bool = False,
+        outlet: str | None = None,
+        since: datetime | None = None,
     ) -> list[Observation]:
-        """Figures with a metric of each article's newest version (as of ``as_of``)."""
-        v2 = aliased(ArticleVersionRow)
-        newer = select(v2.id).where(
-            v2.article_id == ArticleVersionRow.article_id, v2.number > ArticleVersionRow.number
-        )
-        if as_of is not None:
-            newer = newer.where(v2.fetched_at <= as_of)
+        """Figures with a metric, of each article's newest version as of ``as_of``.
+
+        ``history`` returns every version's figures instead (for revisions).
+        """
         q = (
             select(FigureRow, ArticleVersionRow, ArticleRow, OutletRow.name)
             .join(ArticleVersionRow, ArticleVersionRow.id == FigureRow.version_id)
@@ -613,20 +625,31 @@ class Repo:
                 FigureRow.kind == "absolute",
                 ArticleRow.story_id.is_not(None),
                 ArticleRow.status != "skipped",
-                ~newer.exists(),
             )
-            .order_by(ArticleRow.story_id, FigureRow.metric, ArticleRow.published, FigureRow.id)
+            .order_by(
+                ArticleRow.story_id, FigureRow.metric, ArticleVersionRow.observed_at, FigureRow.id
+            )
         )
+        if not history:
+            v2 = aliased(ArticleVersionRow)
+            newer = select(v2.id).where(
+                v2.article_id == ArticleVersionRow.article_id, v2.number > ArticleVersionRow.number
+            )
+            if as_of is not None:
+                newer = newer.where(v2.observed_at <= as_of)
+            q = q.where(~newer.exists())
         if story_id is not None:
             q = q.where(ArticleRow.story_id == story_id)
         if metric is not None:
             q = q.where(FigureRow.metric == metric)
-        if metrics is not None:
-            q = q.where(FigureRow.metric.in_(list(metrics)))
+        if outlet is not None:
+            q = q.where(OutletRow.name == outlet)
         if as_of is not None:
-            q = q.where(ArticleVersionRow.fetched_at <= as_of)
+            q = q.where(ArticleVersionRow.observed_at <= as_of)
+        if since is not None:
+            q = q.where(ArticleVersionRow.observed_at >= since)
         out = []
-        for f, v, a, outlet in self.s.execute(q):
+        for f, v, a, outlet_name in self.s.execute(q):
             assert a.story_id is not None and f.metric is not None
             out.append(
                 Observation(
@@ -634,7 +657,7 @@ class Repo:
                     subject=f.subject,
                     metric=f.metric,
                     period=f.period,
-                    outlet=outlet,
+                    outlet=outlet_name,
                     article=a.key,
                     article_url=a.url,
                     value=f.value,
@@ -643,9 +666,12 @@ class Repo:
                     unit=f.unit,
                     qualifier=Qualifier(f.qualifier),
                     quote=f.quote,
-                    observed_at=a.published or v.fetched_at,
+                    observed_at=v.observed_at,
                     figure_id=f.id,
                     version_id=v.id,
+                    version=v.number,
+                    article_id=a.id,
+                    start=f.start,
                 )
             )
         return out
@@ -712,7 +738,7 @@ class Repo:
             .order_by(DeliveryRow.id)
         )
         return [
-            PendingDelivery(d.id, a.id, d.channel, a.title, a.body, d.attempts)
+            PendingDelivery(d.id, a.id, d.channel, a.title, a.body, d.attempts, a.kind, a.key)
             for d, a in self.s.execute(q)
         ]
 
@@ -766,6 +792,47 @@ class Repo:
             for r in rows
         ]
 
+    def alert_states(self, story_ids: Iterable[int] | None = None) -> dict[str, GroupState]:
+        q = select(AlertStateRow)
+        if story_ids is not None:
+            q = q.where(AlertStateRow.story_id.in_(list(story_ids)))
+        return {r.group_key: _group_state(r) for r in self.s.scalars(q)}
+
+    def feed_alert_states(self) -> dict[str, GroupState]:
+        q = select(AlertStateRow).where(AlertStateRow.group_key.like("feed|%"))
+        return {r.group_key: _group_state(r) for r in self.s.scalars(q)}
+
+    def save_alert_states(self, states: Iterable[GroupState], now: datetime) -> None:
+        for st in states:
+            row = self.s.get(AlertStateRow, st.key)
+            if row is None:
+                row = AlertStateRow(group_key=st.key)
+                self.s.add(row)
+            row.story_id, row.metric, row.status = st.story_id, st.metric, st.status
+            row.episode, row.alerted_episode = st.episode, st.alerted_episode
+            row.opened_at, row.last_alert_at, row.updated_at = st.opened_at, st.last_alert_at, now
+
+    def stories_with_unalerted_episodes(self) -> set[int]:
+        """Stories with a diverging group whose episode waits for its cooldown."""
+        q = select(AlertStateRow.story_id).where(
+            AlertStateRow.status == "diverging",
+            AlertStateRow.episode > AlertStateRow.alerted_episode,
+            AlertStateRow.story_id.is_not(None),
+        )
+        return {sid for sid in self.s.scalars(q) if sid is not None}
+
+    def last_digest(self, channel: str) -> datetime | None:
+        return self.s.scalar(
+            select(ChannelStateRow.last_digest_at).where(ChannelStateRow.channel == channel)
+        )
+
+    def set_last_digest(self, channel: str, when: datetime) -> None:
+        row = self.s.get(ChannelStateRow, channel)
+        if row is None:
+            self.s.add(ChannelStateRow(channel=channel, last_digest_at=when))
+        else:
+            row.last_digest_at = when
+
     # --- runs and the lease -----------------------------------------------------------------
 
     def acquire_lease(self, name: str, holder: str, now: datetime, ttl: timedelta) -> None:
@@ -777,7 +844,7 @@ class Repo:
             except IntegrityError as e:
                 raise LeaseHeld(f"another newsdrift process holds the {name!r} lease") from e
             return
-        if row.holder != holder and row.expires_at > now:
+        if row.holder != holder and row.expires_at > now and holder_alive(row.holder):
             raise LeaseHeld(
                 f"another newsdrift process ({row.holder}) holds the {name!r} lease "
                 f"until {row.expires_at.isoformat(timespec='seconds')}"
@@ -786,6 +853,66 @@ class Repo:
 
     def release_lease(self, name: str, holder: str) -> None:
         self.s.execute(delete(LeaseRow).where(LeaseRow.name == name, LeaseRow.holder == holder))
+
+    def last_run(self) -> tuple[datetime, datetime | None, dict[str, Any]] | None:
+        row = self.s.scalar(select(RunRow).order_by(RunRow.id.desc()).limit(1))
+        return (row.started_at, row.finished_at, dict(row.report or {})) if row else None
+
+    def counts(self) -> dict[str, int]:
+        """Sizes and backlogs for `newsdrift status`."""
+
+        def count(q: Any) -> int:
+            return int(self.s.scalar(q) or 0)
+
+        return {
+            "feeds": count(select(func.count(FeedRow.id))),
+            "feeds_failing": count(
+                select(func.count(FeedRow.id)).where(FeedRow.status.in_(["error", "gone"]))
+            ),
+            "articles": count(select(func.count(ArticleRow.id))),
+            "articles_skipped": count(
+                select(func.count(ArticleRow.id)).where(ArticleRow.status == "skipped")
+            ),
+            "articles_waiting": count(
+                select(func.count(ArticleVersionRow.id))
+                .join(ArticleRow, ArticleRow.id == ArticleVersionRow.article_id)
+                .where(ArticleVersionRow.processed_at.is_(None), ArticleRow.status != "skipped")
+            ),
+            "stories": count(select(func.count(StoryRow.id)).where(StoryRow.merged_into.is_(None))),
+            "figures": count(select(func.count(FigureRow.id))),
+            "alerts": count(select(func.count(AlertRow.id))),
+            "deliveries_pending": count(
+                select(func.count(DeliveryRow.id)).where(DeliveryRow.status == "pending")
+            ),
+            "deliveries_failed": count(
+                select(func.count(DeliveryRow.id)).where(DeliveryRow.status == "failed")
+            ),
+        }
+
+    def prune(self, before: datetime) -> dict[str, int]:
+        """Drop raw HTML fetched before ``before``, and superseded versions older than
+        that which hold no figure with a metric (a drift row never loses its figure)."""
+        stale = ArticleVersionRow.fetched_at < before, ArticleVersionRow.html_gz.is_not(None)
+        dropped_html = self.s.scalar(select(func.count(ArticleVersionRow.id)).where(*stale))
+        self.s.execute(update(ArticleVersionRow).where(*stale).values(html_gz=None))
+        v2 = aliased(ArticleVersionRow)
+        newer = select(v2.id).where(
+            v2.article_id == ArticleVersionRow.article_id, v2.number > ArticleVersionRow.number
+        )
+        with_metric = select(FigureRow.version_id).where(FigureRow.metric.is_not(None))
+        old = list(
+            self.s.scalars(
+                select(ArticleVersionRow.id).where(
+                    ArticleVersionRow.fetched_at < before,
+                    newer.exists(),
+                    ArticleVersionRow.id.not_in(with_metric),
+                )
+            )
+        )
+        if old:
+            self.s.execute(delete(FigureRow).where(FigureRow.version_id.in_(old)))
+            self.s.execute(delete(ArticleVersionRow).where(ArticleVersionRow.id.in_(old)))
+        return {"html_dropped": int(dropped_html or 0), "versions_deleted": len(old)}
 
     def start_run(self, now: datetime) -> int:
         row = RunRow(started_at=now, report={})
@@ -798,5 +925,37 @@ class Repo:
         row.finished_at, row.report = now, report
 
 
+def _group_state(r: AlertStateRow) -> GroupState:
+    return GroupState(
+        key=r.group_key,
+        story_id=r.story_id,
+        metric=r.metric,
+        status=r.status,
+        episode=r.episode,
+        alerted_episode=r.alerted_episode,
+        opened_at=r.opened_at,
+        last_alert_at=r.last_alert_at,
+    )
+
+
 def lease_holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """A holder name unique to one caller: host, process id and a random token."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def holder_alive(holder: str) -> bool:
+    """False only when ``holder`` is a process of this host that no longer exists.
+
+    A lease of another host can only expire; one of a dead local process
+    (killed by SIGKILL or a crash) is taken over at once.
+    """
+    host, pid, *_ = [*holder.split(":"), "", ""]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -78,6 +78,7 @@ class FeedRow(Base):
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     redirect_to: Mapped[str | None] = mapped_column(String(2000))
     redirect_seen: Mapped[int] = mapped_column(Integer, default=0)
 
@@ -129,6 +130,9 @@ class ArticleVersionRow(Base):
     html_gz: Mapped[bytes | None] = mapped_column(LargeBinary)
     method: Mapped[str] = mapped_column(String(40))
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When newsdrift learnt what this version says: the publication time for a
+    # first version, the fetch time for later ones. `drift --as-of` filters on it.
+    observed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
 
@@ -203,6 +207,31 @@ class DeliveryRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AlertStateRow(Base):
+    """Per drift group: open/resolved, and which episode was alerted when."""
+
+    __tablename__ = "alert_state"
+
+    group_key: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    story_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    metric: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(20))
+    episode: Mapped[int] = mapped_column(Integer, default=0)
+    alerted_episode: Mapped[int] = mapped_column(Integer, default=0)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_alert_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ChannelStateRow(Base):
+    """Per channel: when the last digest went out."""
+
+    __tablename__ = "channel_state"
+
+    channel: Mapped[str] = mapped_column(String(100), primary_key=True)
+    last_digest_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class LeaseRow(Base):

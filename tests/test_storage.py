@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.errors import LeaseHeld, StorageError
 from pipeline.models import Alert, FeedConfig, Figure, Qualifier
-from storage.repository import Store
+from storage.repository import Store, lease_holder
 
 T = datetime(2025, 6, 13, 8, tzinfo=UTC)
 
@@ -185,3 +185,22 @@ def test_lease_excludes_a_second_holder_until_it_expires(store: Store) -> None:
         repo.release_lease("cycle", "host:2")
     with store.unit() as repo:
         repo.acquire_lease("cycle", "host:3", T, ttl)
+
+
+def test_lease_of_a_dead_local_process_is_taken_over_at_once(store: Store) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    holder = f"{socket.gethostname()}:{dead.stdout.strip()}:abcd"
+    with store.unit() as repo:
+        repo.acquire_lease("cycle", holder, T, timedelta(minutes=30))
+    with store.unit() as repo:
+        repo.acquire_lease("cycle", lease_holder(), T + timedelta(minutes=1), timedelta(minutes=30))
+    with pytest.raises(LeaseHeld), store.unit() as repo:  # a live local holder still excludes
+        repo.acquire_lease(
+            "cycle", f"{socket.gethostname()}:1", T + timedelta(minutes=2), timedelta(minutes=30)
+        )

@@ -1,0 +1,145 @@
+"""Alert planning: keys, episodes, cooldown, revisions, feed health, quiet hours, digests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from pipeline.alerts import (
+    AlertRules,
+    QuietHours,
+    digest_due,
+    digest_message,
+    plan_alerts,
+    plan_feed_alerts,
+)
+from pipeline.drift import DriftRules, findings
+from pipeline.models import FeedState, GroupState, Observation, Qualifier
+
+T = datetime(2025, 6, 13, 8, tzinfo=UTC)
+RULES = AlertRules(min_outlets=2, cooldown=timedelta(hours=24))
+
+
+def obs(outlet: str, value: float, *, article: str | None = None) -> Observation:
+    return Observation(
+        story_id=1,
+        subject="Meta → Scale AI",
+        metric="deal_value",
+        period=None,
+        outlet=outlet,
+        article=article or f"{outlet}-1",
+        article_url=f"https://{outlet}/a",
+        value=value,
+        low=value - 0.05e9,
+        high=value + 0.05e9,
+        unit="USD",
+        qualifier=Qualifier.EXACT,
+        quote=f"{value / 1e9:g} Milliarden",
+        observed_at=T,
+    )
+
+
+def plan(observations: list[Observation], states: dict[str, GroupState], now: datetime):  # type: ignore[no-untyped-def]
+    alerts, changed = plan_alerts(
+        findings(observations, DriftRules(0.01)), states, RULES, {1: "Meta/Scale"}, now
+    )
+    new_states = {**states, **{s.key: s for s in changed}}
+    return alerts, new_states
+
+
+def test_a_disagreement_alerts_once_with_evidence() -> None:
+    alerts, states = plan([obs("a.example", 14.8e9), obs("b.example", 14.3e9)], {}, T)
+    [alert] = alerts
+    assert alert.key == "1|Meta → Scale AI|deal_value||disagreement#1"
+    assert "a.example" in alert.body and "b.example" in alert.body and "14.8 bn USD" in alert.body
+    assert "https://a.example/a" in alert.body and "“14.3 Milliarden”" in alert.body
+    again, _ = plan(
+        [obs("a.example", 14.8e9), obs("b.example", 14.3e9)], states, T + timedelta(hours=1)
+    )
+    assert again == []
+
+
+def test_a_third_outlet_agreeing_with_one_side_does_not_refire() -> None:
+    _, states = plan([obs("a", 14.8e9), obs("b", 14.3e9)], {}, T)
+    alerts, _ = plan(
+        [obs("a", 14.8e9), obs("b", 14.3e9), obs("c", 14.3e9)], states, T + timedelta(hours=2)
+    )
+    assert alerts == []
+
+
+def test_resolved_then_reopened_alerts_again_only_after_the_cooldown() -> None:
+    _, states = plan([obs("a", 14.8e9), obs("b", 14.3e9)], {}, T)
+    _, states = plan([obs("a", 14.3e9), obs("b", 14.3e9)], states, T + timedelta(hours=1))
+    assert next(iter(states.values())).status == "consistent"
+    early, states = plan([obs("a", 14.9e9), obs("b", 14.3e9)], states, T + timedelta(hours=2))
+    assert early == []  # episode 2 waits for the cooldown
+    late, states = plan([obs("a", 14.9e9), obs("b", 14.3e9)], states, T + timedelta(hours=25))
+    assert [a.key.rsplit("#", 1)[1] for a in late] == ["2"]
+
+
+def test_fewer_outlets_than_the_minimum_raise_nothing() -> None:
+    rules = AlertRules(min_outlets=3)
+    alerts, _ = plan_alerts(
+        findings([obs("a", 14.8e9), obs("b", 14.3e9)], DriftRules()), {}, rules, {}, T
+    )
+    assert alerts == []
+
+
+def test_revision_alert_names_both_versions() -> None:
+    import dataclasses
+
+    from pipeline.drift import revisions
+
+    v1 = obs("a", 14.8e9)
+    v2 = dataclasses.replace(obs("a", 14.3e9), version=2)
+    found = revisions([v1, v2], DriftRules())
+    [alert], _ = plan_alerts(found, {}, RULES, {1: "Meta/Scale"}, T)
+    assert alert.kind == "revision" and alert.key.endswith("|revision|a-1#v2")
+    assert "version 1" in alert.body and "version 2" in alert.body
+
+
+def feed(status: str, failing_since: datetime | None) -> FeedState:
+    return FeedState(
+        id=7,
+        url="https://a.example/feed",
+        outlet="A",
+        lang="de",
+        interval_minutes=30,
+        etag=None,
+        last_modified=None,
+        status=status,
+        last_error="HTTP 500",
+        last_error_at=failing_since,
+        last_success_at=None,
+        next_due_at=None,
+        failing_since=failing_since,
+    )
+
+
+def test_feed_broken_for_a_day_alerts_once_per_outage() -> None:
+    assert plan_feed_alerts([feed("error", T)], {}, RULES, T + timedelta(hours=5))[0] == []
+    alerts, changed = plan_feed_alerts([feed("error", T)], {}, RULES, T + timedelta(days=1))
+    assert [a.kind for a in alerts] == ["feed_health"]
+    states = {s.key: s for s in changed}
+    assert plan_feed_alerts([feed("error", T)], states, RULES, T + timedelta(days=2))[0] == []
+    _, healed = plan_feed_alerts([feed("ok", None)], states, RULES, T + timedelta(days=3))
+    states = {s.key: s for s in healed}
+    again, _ = plan_feed_alerts(
+        [feed("error", T + timedelta(days=4))], states, RULES, T + timedelta(days=6)
+    )
+    assert again[0].key == "feed|7#2"
+
+
+def test_quiet_hours_wrap_midnight_in_local_time() -> None:
+    quiet = QuietHours(time(22), time(7), ZoneInfo("Europe/Berlin"))
+    assert quiet.contains(datetime(2025, 6, 13, 21, 30, tzinfo=UTC))  # 23:30 in Berlin
+    assert quiet.contains(datetime(2025, 6, 13, 4, 0, tzinfo=UTC))  # 06:00 in Berlin
+    assert not quiet.contains(datetime(2025, 6, 13, 6, 0, tzinfo=UTC))  # 08:00 in Berlin
+
+
+def test_digest() -> None:
+    assert digest_due(None, timedelta(hours=1), T)
+    assert not digest_due(T, timedelta(hours=1), T + timedelta(minutes=30))
+    assert digest_due(T, None, T)
+    title, body = digest_message([("a", "1"), ("b", "2")])
+    assert title == "newsdrift digest: 2 alerts" and "## a\n1" in body and "## b\n2" in body

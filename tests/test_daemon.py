@@ -1,0 +1,62 @@
+"""The daemon: cycles on a schedule, one daemon per database, a clean stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.app import App
+from pipeline.daemon import run_daemon
+from pipeline.errors import LeaseHeld
+from storage.repository import Store
+
+
+def make_app(tmp_path: Path) -> App:
+    cfg = tmp_path / "cfg"
+    cfg.mkdir(exist_ok=True)
+    (cfg / "feeds.toml").write_text("# no feeds\n")
+    (cfg / "newsdrift.toml").write_text(
+        f'[alerts]\nconsole = false\nlog_file = "{tmp_path / "a.log"}"\n'
+    )
+    return App(db_url=f"sqlite:///{tmp_path / 'nd.db'}", config_dir=cfg)
+
+
+def cycles(app: App) -> int:
+    assert app.store is not None
+    with app.store.engine.connect() as conn:
+        return int(
+            conn.exec_driver_sql(
+                "select count(*) from runs where finished_at is not null"
+            ).scalar_one()
+        )
+
+
+def test_daemon_runs_cycles_and_stops_cleanly(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    stop = threading.Event()
+    metrics = tmp_path / "metrics.prom"
+    worker = threading.Thread(
+        target=run_daemon,
+        args=(app,),
+        kwargs={"interval_minutes": 0.002, "stop": stop, "metrics_file": metrics},
+    )
+    worker.start()
+    deadline = time.monotonic() + 30
+    while cycles(app) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert cycles(app) >= 2
+
+    second = make_app(tmp_path)  # another daemon on the same database
+    with pytest.raises(LeaseHeld, match="daemon"):
+        run_daemon(second, interval_minutes=0.002, stop=threading.Event())
+
+    stop.set()
+    worker.join(timeout=15)
+    assert not worker.is_alive()
+    assert "newsdrift_feeds 0" in metrics.read_text()
+    # Its leases are released: a new daemon may start.
+    with Store.open(f"sqlite:///{tmp_path / 'nd.db'}").engine.connect() as conn:
+        assert conn.exec_driver_sql("select count(*) from leases").scalar_one() == 0
