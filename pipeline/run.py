@@ -219,21 +219,8 @@ def poll_feed(
         retry_after=None,
         rng=rng,
     )
-    with store.unit() as repo:
-        repo.record_feed_ok(
-            feed.id,
-            now=now,
-            next_due=due,
-            etag=result.headers.get("etag"),
-            last_modified=result.headers.get("last-modified"),
-        )
-        permanent = [url for status, url in result.redirects if status in (301, 308)]
-        if result.redirects and len(permanent) == len(result.redirects):
-            if repo.record_redirect(feed.id, permanent[-1], REDIRECT_CONFIRMATIONS):
-                log.info("stage=feed url=%s moved_to=%s", feed.url, permanent[-1])
-        else:
-            repo.record_redirect(feed.id, None, REDIRECT_CONFIRMATIONS)
     if result.not_modified or parsed is None:
+        _record_poll(store, feed, result, now, due)
         report.feeds_not_modified += 1
         log.info("stage=feed outlet=%s url=%s status=304", feed.outlet, feed.url)
         return
@@ -248,6 +235,29 @@ def poll_feed(
         extra = repo.feed_extra_terms(feed.id)
     for entry in parsed.entries[: analysis.max_articles_per_feed]:
         take_entry(store, fetcher, feed, entry, extra, analysis, clock, report)
+    # The validators and the next due time are stored only now: a run killed among the
+    # entries finds the feed still due and fetches it in full again (stored entries are
+    # skipped), instead of getting 304 for entries it never stored.
+    _record_poll(store, feed, result, now, due)
+
+
+def _record_poll(
+    store: Store, feed: FeedState, result: FetchResult, now: datetime, due: datetime
+) -> None:
+    with store.unit() as repo:
+        repo.record_feed_ok(
+            feed.id,
+            now=now,
+            next_due=due,
+            etag=result.headers.get("etag"),
+            last_modified=result.headers.get("last-modified"),
+        )
+        permanent = [url for status, url in result.redirects if status in (301, 308)]
+        if result.redirects and len(permanent) == len(result.redirects):
+            if repo.record_redirect(feed.id, permanent[-1], REDIRECT_CONFIRMATIONS):
+                log.info("stage=feed url=%s moved_to=%s", feed.url, permanent[-1])
+        else:
+            repo.record_redirect(feed.id, None, REDIRECT_CONFIRMATIONS)
 
 
 def take_entry(
