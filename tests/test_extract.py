@@ -1,0 +1,152 @@
+"""HTML decoding and article extraction on realistic pages (tests/data/pages)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import lxml.html
+import pytest
+
+from pipeline.errors import ExtractionError
+from pipeline.extract import amounts, decode_html, extract_article, missing_amounts, visible_text
+
+PAGES = Path(__file__).parent / "data" / "pages"
+
+
+def page(name: str) -> bytes:
+    return (PAGES / name).read_bytes()
+
+
+# --- decoding ----------------------------------------------------------------------
+
+
+def test_meta_charset_latin1():
+    text, how = decode_html(page("de-latin1-teaser.html"), {})
+    assert how == "meta"
+    assert "Börse" in text and "größten" in text
+
+
+def test_http_charset_wins_over_meta():
+    body = '<html><head><meta charset="utf-8"></head><body>Größe</body></html>'.encode("cp1252")
+    text, how = decode_html(body, {"Content-Type": "text/html; charset=windows-1252"})
+    assert (how, "Größe" in text) == ("http", True)
+
+
+def test_latin1_label_means_windows_1252():
+    # browsers read "iso-8859-1" as windows-1252: 0x80 is the euro sign
+    text, how = decode_html(b"<p>5 \x80</p>", {"content-type": "text/html; charset=ISO-8859-1"})
+    assert (text, how) == ("<p>5 €</p>", "http")
+
+
+def test_bom():
+    text, how = decode_html(b"\xef\xbb\xbf<p>\xc3\xa4</p>", {"Content-Type": "text/html"})
+    assert (text, how) == ("<p>ä</p>", "bom")
+    text, how = decode_html("\ufeff<p>ü</p>".encode("utf-16-le"), {})
+    assert (text, how) == ("<p>ü</p>", "bom")
+
+
+def test_detection_and_unknown_labels():
+    text, how = decode_html(page("en-figcaption.html"), {"Content-Type": "text/html"})
+    assert how == "detected" and "£412 million" in text
+    latin = "<p>Übernahme für 14,8 Milliarden – größter Deal der Börse</p>".encode("cp1252")
+    text, how = decode_html(latin, {"Content-Type": "text/html; charset=x-bogus"})
+    assert how == "detected" and "Übernahme" in text and "–" in text
+
+
+@pytest.mark.parametrize(
+    ("sample", "codec"),
+    [
+        ("Übernahme für 14,8 Milliarden – größter Deal der Börse, sagt Müller", "cp1252"),
+        ("Zażółć gęślą jaźń – polska wiadomość o rynku akcji i spółkach", "cp1250"),
+        ("Привет, как дела? Это тестовая страница новостей о рынке.", "cp1251"),
+        ("株式会社が新しいモデルを発表しました。価格は百億円です。", "shift_jis"),
+    ],
+)
+def test_detection_of_undeclared_legacy_encodings(sample: str, codec: str):
+    # (short Greek cp1253 is left out: charset_normalizer reads it as Cyrillic cp1251)
+    text, how = decode_html(f"<p>{sample}</p>".encode(codec), {})
+    assert (text, how) == (f"<p>{sample}</p>", "detected")
+
+
+# --- extraction ----------------------------------------------------------------------
+
+
+def test_plain_article_with_metadata():
+    html, _ = decode_html(page("en-plain.html"), {})
+    got = extract_article(html, "https://robots.example.com/news/plant")
+    assert got.method == "trafilatura"
+    assert got.title == "Robotics firm opens new plant"
+    assert got.text.startswith("Robotics firm opens new plant")
+    assert "$300 million" in got.text and "1,200 people" in got.text
+    assert "Contact us" not in got.text and "Home" not in got.text
+    assert got.published == datetime(2025, 2, 1, 8, 0, tzinfo=UTC)
+    assert got.lang == "en"
+    assert got.canonical_url is None
+
+
+def test_lost_lede_is_recovered_by_the_recall_setting():
+    html, _ = decode_html(page("de-latin1-teaser.html"), {})
+    got = extract_article(html, "https://kurier.example.de/tech/meta?x=1")
+    assert got.method == "trafilatura-recall"
+    assert "14,8 Milliarden Dollar" in got.text  # only in <p class="teaser">
+    assert "49 Prozent" in got.text and "870 Millionen Dollar" in got.text
+    # boilerplate around the article stays out, numbers there too
+    for junk in ("Cookies", "Impressum", "6,5 Milliarden", "4 Billionen", "Politik"):
+        assert junk not in got.text
+    assert got.title == "Meta steigt bei Scale AI ein"
+    assert got.site == "Wirtschaftskurier"
+    assert got.lang == "de"
+    assert got.published == datetime(2025, 6, 13, 8, 15, tzinfo=UTC)
+    assert got.canonical_url == "https://kurier.example.de/tech/meta-scale-ai-beteiligung-100.html"
+
+
+def test_numbers_only_in_a_caption_and_a_fact_box_are_rescued():
+    html, _ = decode_html(page("en-figcaption.html"), {})
+    got = extract_article(html, "https://ledger.example.com/markets/chipmaker-raise")
+    assert got.method == "trafilatura+rescue"
+    assert "Annual revenue reached £412 million last year." in got.text
+    assert "Round size: $250 million" in got.text
+    # the ticker and the most-read list are outside the article: not rescued
+    for junk in ("FTSE", "1.2%", "$71.30", "Oil slides", "5%"):
+        assert junk not in got.text
+    assert got.published == datetime(2025, 3, 4, 7, 30, tzinfo=UTC)  # from JSON-LD
+    assert got.site == "The Ledger"
+    assert got.canonical_url == "https://ledger.example.com/markets/chipmaker-raise?utm_source=x"
+
+
+def test_no_article_raises():
+    html, _ = decode_html(page("boilerplate-only.html"), {})
+    with pytest.raises(ExtractionError, match="words of text found") as info:
+        extract_article(html, "https://consent.example.com/wall")
+    assert "https://consent.example.com/wall" in str(info.value)
+    with pytest.raises(ExtractionError, match="empty page"):
+        extract_article("   ", "https://x.example.com/")
+
+
+# --- the number check -----------------------------------------------------------------
+
+
+def test_amounts():
+    text = (
+        "Meta zahlt 14,8 Milliarden Dollar für 49 Prozent; Umsatz 870 Mio. $, "
+        "Bewertung über 29 Mrd. €, Anteil 49 %. It paid $6.5 billion and €1,250. "
+        "In 2024 there were 3 deals on page 12."
+    )
+    assert amounts(text) == {"14,8", "49", "870", "29", "6.5", "1,250"}
+
+
+def test_missing_amounts():
+    page_text = "Preis 14,8 Mrd. $ und 49 % Anteil, Umsatz 870 Mio. $"
+    assert missing_amounts(page_text, "Meta zahlt 14,8 Milliarden für 49 Prozent.") == {"870"}
+    assert missing_amounts(page_text, "14,8 49 870") == set()
+
+
+def test_visible_text():
+    tree = lxml.html.fromstring(
+        "<html><head><title>T</title><style>p{}</style></head><body>"
+        "<p>Preis <span>14</span>,8 Mrd. $</p><script>var x = '99 %';</script>"
+        "<div hidden>7 Mio. €</div><div aria-hidden='true'>8 %</div><!-- 5 % -->"
+        "<ul><li>49 %</li><li>Umsatz</li></ul></body></html>"
+    )
+    assert visible_text(tree) == "Preis 14,8 Mrd. $ 49 % Umsatz"
