@@ -19,7 +19,7 @@ from rich.table import Table
 from pipeline.app import App
 from pipeline.demo_server import serve_demo
 from pipeline.models import FeedConfig
-from pipeline.notify import FileChannel, StreamChannel
+from pipeline.notify import Channel, FileChannel, StreamChannel
 from pipeline.settings import load_settings
 
 
@@ -48,7 +48,7 @@ def run_demo(*, cycles: int = 2, db_path: Path | None = None, out: TextIO) -> Ap
         db = db_path or Path(tmp) / "demo.db"
         if db.exists():
             db.unlink()
-        channels = [StreamChannel(out), FileChannel(Path(tmp) / "alerts.log")]
+        channels: list[Channel] = [StreamChannel(out), FileChannel(Path(tmp) / "alerts.log")]
         with serve_demo() as site:
             app = App(
                 db_url=f"sqlite:///{db}", settings=settings, channels=channels, sync_feeds=False

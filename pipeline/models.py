@@ -171,6 +171,7 @@ class FeedState:
     next_due_at: datetime | None
     on_topic: bool = False
     failing_since: datetime | None = None
+    ttl_minutes: int | None = None
 
 
 @dataclass(frozen=True)

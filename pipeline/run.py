@@ -30,7 +30,7 @@ from pipeline.drift import DriftRules, findings, revisions
 from pipeline.errors import ConfigError, FetchError, NewsdriftError, ParseError
 from pipeline.extract import decode_html, extract_article
 from pipeline.feeds import normalize_url, parse_feed
-from pipeline.fetch import Fetcher, FetchResult
+from pipeline.fetch import Fetcher, FetchResult, status_of
 from pipeline.figures import FigureLexicon, extract_figures, load_lexicons
 from pipeline.models import Document, FeedEntry, FeedState, IngestItem, StoredArticle
 from pipeline.notify import Channel, NotifyError
@@ -200,6 +200,11 @@ def poll_feed(
             )
             status = "gone" if kind == "gone" else "error"
             repo.record_feed_error(feed.id, now=now, next_due=due, status=status, message=str(e))
+            # A permanent redirect seen before, and the old URL now 404/410: move at once.
+            if isinstance(e, FetchError) and status_of(e) in (404, 410):
+                moved = repo.take_pending_redirect(feed.id, now)
+                if moved:
+                    log.info("stage=feed url=%s moved_to=%s", feed.url, moved)
         report.feeds_failed += 1
         report.errors.append(f"feed {feed.url}: {e}")
         log.warning(
@@ -215,12 +220,12 @@ def poll_feed(
         cache_control=result.headers.get("cache-control"),
         expires=result.headers.get("expires"),
         date_header=result.headers.get("date"),
-        ttl_minutes=parsed.ttl_minutes if parsed else None,
+        ttl_minutes=parsed.ttl_minutes if parsed else feed.ttl_minutes,
         retry_after=None,
         rng=rng,
     )
     if result.not_modified or parsed is None:
-        _record_poll(store, feed, result, now, due)
+        _record_poll(store, feed, result, now, due, feed.ttl_minutes)
         report.feeds_not_modified += 1
         log.info("stage=feed outlet=%s url=%s status=304", feed.outlet, feed.url)
         return
@@ -238,11 +243,16 @@ def poll_feed(
     # The validators and the next due time are stored only now: a run killed among the
     # entries finds the feed still due and fetches it in full again (stored entries are
     # skipped), instead of getting 304 for entries it never stored.
-    _record_poll(store, feed, result, now, due)
+    _record_poll(store, feed, result, now, due, parsed.ttl_minutes)
 
 
 def _record_poll(
-    store: Store, feed: FeedState, result: FetchResult, now: datetime, due: datetime
+    store: Store,
+    feed: FeedState,
+    result: FetchResult,
+    now: datetime,
+    due: datetime,
+    ttl_minutes: int | None,
 ) -> None:
     with store.unit() as repo:
         repo.record_feed_ok(
@@ -251,6 +261,7 @@ def _record_poll(
             next_due=due,
             etag=result.headers.get("etag"),
             last_modified=result.headers.get("last-modified"),
+            ttl_minutes=ttl_minutes,
         )
         permanent = [url for status, url in result.redirects if status in (301, 308)]
         if result.redirects and len(permanent) == len(result.redirects):

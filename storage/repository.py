@@ -203,6 +203,7 @@ class Repo:
             next_due_at=row.next_due_at,
             on_topic=row.on_topic,
             failing_since=row.failing_since,
+            ttl_minutes=row.ttl_minutes,
         )
 
     def feeds(self, *, due_at: datetime | None = None) -> list[FeedState]:
@@ -227,8 +228,12 @@ class Repo:
         etag: str | None,
         last_modified: str | None,
         status: str = "ok",
+        ttl_minutes: int | None = None,
     ) -> None:
+        """A successful poll; validators absent from a 304 keep their stored values."""
         row = self.s.get_one(FeedRow, feed_id)
+        if ttl_minutes is not None:
+            row.ttl_minutes = ttl_minutes
         if etag is not None:
             row.etag = etag
         if last_modified is not None:
@@ -249,6 +254,17 @@ class Repo:
         row.next_due_at = next_due
         row.consecutive_failures = (row.consecutive_failures or 0) + 1
         row.failing_since = row.failing_since or now
+
+    def take_pending_redirect(self, feed_id: int, now: datetime) -> str | None:
+        """Move the feed to the permanent redirect seen before, if any; returns the URL."""
+        row = self.s.get_one(FeedRow, feed_id)
+        target = row.redirect_to
+        if target is None or self.s.scalar(select(FeedRow.id).where(FeedRow.url == target)):
+            return None
+        row.url, row.redirect_to, row.redirect_seen = target, None, 0
+        row.etag = row.last_modified = None
+        row.status, row.next_due_at = "moved", now
+        return target
 
     def record_redirect(self, feed_id: int, target: str | None, confirm_after: int) -> bool:
         """Count a permanent redirect; move the feed once it was seen consistently."""

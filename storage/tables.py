@@ -79,6 +79,7 @@ class FeedRow(Base):
     next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ttl_minutes: Mapped[int | None] = mapped_column(Integer)  # the feed's <ttl>
     redirect_to: Mapped[str | None] = mapped_column(String(2000))
     redirect_seen: Mapped[int] = mapped_column(Integer, default=0)
 

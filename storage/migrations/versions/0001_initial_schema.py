@@ -2,13 +2,14 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 18:40:12.187785
+Create Date: 2026-11-22 19:08:43.545282
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+
 
 revision = "0001"
 down_revision = None
@@ -118,6 +119,7 @@ def upgrade() -> None:
         sa.Column("next_due_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("consecutive_failures", sa.Integer(), nullable=False),
         sa.Column("failing_since", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("ttl_minutes", sa.Integer(), nullable=True),
         sa.Column("redirect_to", sa.String(length=2000), nullable=True),
         sa.Column("redirect_seen", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
