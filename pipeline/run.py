@@ -29,7 +29,7 @@ from pipeline.alerts import (
 from pipeline.drift import DriftRules, findings, revisions
 from pipeline.errors import ConfigError, FetchError, NewsdriftError, ParseError
 from pipeline.extract import decode_html, extract_article
-from pipeline.feeds import normalize_url, parse_feed
+from pipeline.feeds import content_hash, normalize_url, parse_feed
 from pipeline.fetch import Fetcher, FetchResult, status_of
 from pipeline.figures import FigureLexicon, extract_figures, load_lexicons
 from pipeline.models import Document, FeedEntry, FeedState, IngestItem, StoredArticle
@@ -37,7 +37,7 @@ from pipeline.notify import Channel, NotifyError
 from pipeline.polling import next_poll
 from pipeline.settings import Settings
 from pipeline.topic import Topic, TopicDecision, decide_entry, decide_text, load_topic
-from storage.repository import PendingDelivery, Repo, Store, text_hash
+from storage.repository import PendingDelivery, Repo, Store
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class RunReport:
     articles_skipped: int = 0
     articles_partial: int = 0
     articles_failed: int = 0
+    articles_edited: int = 0
     versions_processed: int = 0
     stories_touched: int = 0
     alerts_new: int = 0
@@ -80,7 +81,8 @@ class RunReport:
             f"feeds={self.feeds_polled} not_modified={self.feeds_not_modified} "
             f"failed={self.feeds_failed} articles_new={self.articles_new} "
             f"skipped={self.articles_skipped} partial={self.articles_partial} "
-            f"article_errors={self.articles_failed} analysed={self.versions_processed} "
+            f"article_errors={self.articles_failed} edited={self.articles_edited} "
+            f"analysed={self.versions_processed} "
             f"stories={self.stories_touched} alerts_new={self.alerts_new} "
             f"sent={self.deliveries_sent} delivery_errors={self.deliveries_failed}"
         )
@@ -103,6 +105,7 @@ class Analysis:
     window: timedelta
     max_articles_per_feed: int = 50
     delivery: DeliveryRules = DeliveryRules()
+    refetch_ladder: tuple[timedelta, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, use_topic: bool = True) -> Analysis:
@@ -125,6 +128,9 @@ class Analysis:
             window=timedelta(days=settings.stories.window_days),
             max_articles_per_feed=settings.fetch.max_articles_per_feed,
             delivery=DeliveryRules(quiet=a.quiet, digest=a.digest_period),
+            refetch_ladder=tuple(
+                timedelta(minutes=m) for m in settings.fetch.refetch_ladder_minutes
+            ),
         )
 
 
@@ -341,6 +347,7 @@ def take_entry(
                     text=entry.summary,
                     method="feed-summary",
                     fetched_at=now,
+                    content_hash=content_hash(entry.summary),
                 )
         report.articles_partial += 1
         log.warning("stage=article outlet=%s url=%s status=partial error=%s", feed.outlet, url, e)
@@ -353,9 +360,8 @@ def take_entry(
             analysis.topic, extracted.title or entry.title, extracted.text, lang, extra_terms
         )
     with store.unit() as repo:
-        if repo.find_article(keys=[canonical]) or repo.find_by_content(
-            feed.outlet, text_hash(extracted.text)
-        ):
+        digest = content_hash(extracted.text)
+        if repo.find_article(keys=[canonical]) or repo.find_by_content(feed.outlet, digest):
             return  # the same article under another URL or GUID
         aid, created = repo.add_article(
             key=canonical,
@@ -363,7 +369,8 @@ def take_entry(
             guid=entry.guid,
             outlet=feed.outlet,
             lang=lang,
-            published=extracted.published or entry.published,
+            # The feed's time has the hour; pages often carry only the date.
+            published=entry.published or extracted.published,
             title=extracted.title or entry.title,
             summary=entry.summary,
             now=now,
@@ -378,8 +385,14 @@ def take_entry(
                 text=extracted.text,
                 method=extracted.method,
                 fetched_at=now,
+                content_hash=digest,
                 html=html,
             )
+            if _keep_status(decision) != "skipped":
+                step, at = next_rung(analysis.refetch_ladder, entry.published or now, now, 0)
+                repo.schedule_refetch(
+                    aid, step=step, at=at, etag=page.etag, last_modified=page.last_modified
+                )
     if _keep_status(decision) == "skipped":
         report.articles_skipped += 1
     else:
@@ -387,6 +400,72 @@ def take_entry(
     log.info(
         "stage=article outlet=%s url=%s status=%s", feed.outlet, canonical, _keep_status(decision)
     )
+
+
+def next_rung(
+    ladder: Sequence[timedelta], published: datetime, now: datetime, step: int
+) -> tuple[int, datetime | None]:
+    """The first rung from ``step`` on that lies in the future, or (len, None) when done."""
+    for i in range(step, len(ladder)):
+        at = published + ladder[i]
+        if at > now:
+            return i, at
+    return len(ladder), None
+
+
+def refetch_articles(
+    store: Store,
+    fetcher: Fetcher,
+    analysis: Analysis,
+    clock: Clock,
+    report: RunReport,
+    stop: threading.Event | None = None,
+) -> None:
+    """Re-fetch recent articles on the age ladder; a changed text becomes a new version.
+
+    Conditional requests; a 304 or an unchanged text (the content hash ignores
+    timestamps and counters) only moves the article to its next rung.
+    """
+    now = clock()
+    with store.unit() as repo:
+        due = repo.refetch_due(now)
+    for article_id, url, outlet, etag, last_modified, step in due:
+        if stop is not None and stop.is_set():
+            break
+        with store.unit() as repo:
+            published = repo.published_of(article_id) or now
+        nxt, at = next_rung(analysis.refetch_ladder, published, clock(), step + 1)
+        try:
+            page = fetcher.fetch(url, etag=etag, last_modified=last_modified, kind="article")
+            if page.not_modified:
+                extracted = None
+            else:
+                html, _how = decode_html(page.content, page.headers)
+                extracted = extract_article(html, page.url)
+        except (FetchError, ParseError) as e:
+            with store.unit() as repo:
+                repo.schedule_refetch(article_id, step=nxt, at=at)
+            log.info("stage=refetch outlet=%s url=%s error=%s", outlet, url, e)
+            continue
+        with store.unit() as repo:
+            if extracted is not None:
+                digest = content_hash(extracted.text)
+                if digest != repo.newest_hash(article_id):
+                    version = repo.add_version(
+                        article_id,
+                        title=extracted.title,
+                        text=extracted.text,
+                        method=extracted.method,
+                        fetched_at=clock(),
+                        content_hash=digest,
+                        html=html,
+                    )
+                    if version is not None:
+                        report.articles_edited += 1
+                        log.info("stage=refetch outlet=%s url=%s status=edited", outlet, url)
+            repo.schedule_refetch(
+                article_id, step=nxt, at=at, etag=page.etag, last_modified=page.last_modified
+            )
 
 
 # --- ingesting already-fetched articles ---------------------------------------------------------
@@ -434,7 +513,13 @@ def ingest(
                 topic=_topic_fields(decision),
             )
             version = repo.add_version(
-                aid, title=title, text=text, method=method, fetched_at=now, html=item.html
+                aid,
+                title=title,
+                text=text,
+                method=method,
+                fetched_at=now,
+                content_hash=content_hash(text),
+                html=item.html,
             )
         if _keep_status(decision) == "skipped":
             report.articles_skipped += 1
@@ -685,6 +770,8 @@ def run_cycle(
             break
         poll_feed(store, fetcher, feed, analysis, clock, rng, report)
         tracker.advance()
+    if analysis.refetch_ladder:
+        refetch_articles(store, fetcher, analysis, clock, report, stop)
     finish_analysis(store, analysis, channels, clock, report, progress, stop)
     with store.unit() as repo:
         repo.finish_run(run_id, clock(), report.as_dict())

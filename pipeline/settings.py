@@ -38,6 +38,8 @@ class FetchConfig:
     obey_robots: bool = True
     default_interval_minutes: int = 30
     max_articles_per_feed: int = 50
+    # Re-fetch each article this many minutes after publication, to catch edits.
+    refetch_ladder_minutes: tuple[int, ...] = (15, 60, 180, 1440, 4320)
 
     @property
     def full_user_agent(self) -> str:
@@ -225,7 +227,17 @@ def _read_fetch(r: _Reader) -> FetchConfig:
             "default_interval_minutes", int, d.default_interval_minutes
         ),
         max_articles_per_feed=r.positive("max_articles_per_feed", int, d.max_articles_per_feed),
+        refetch_ladder_minutes=_ladder(r, d.refetch_ladder_minutes),
     )
+
+
+def _ladder(r: _Reader, default: tuple[int, ...]) -> tuple[int, ...]:
+    ladder = r.get("refetch_ladder_minutes", list, list(default))
+    if any(isinstance(m, bool) or not isinstance(m, int) or m <= 0 for m in ladder):
+        raise r.fail("refetch_ladder_minutes", "expected a list of positive whole minutes")
+    if ladder != sorted(set(ladder)):
+        raise r.fail("refetch_ladder_minutes", "minutes must increase, e.g. [15, 60, 180]")
+    return tuple(ladder)
 
 
 _UNIT_KINDS = ("money", "percent", "count")

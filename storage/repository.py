@@ -8,7 +8,6 @@ isolated: a failed item rolls back alone and the cycle goes on.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import socket
 import uuid
@@ -53,10 +52,6 @@ from storage.tables import (
 )
 
 INF = float("inf")
-
-
-def text_hash(text: str) -> str:
-    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -300,6 +295,53 @@ class Repo:
             return None
         return self.s.scalar(select(ArticleRow.id).where(or_(*conds)).limit(1))
 
+    def published_of(self, article_id: int) -> datetime | None:
+        return self.s.scalar(
+            select(func.coalesce(ArticleRow.published, ArticleRow.first_seen)).where(
+                ArticleRow.id == article_id
+            )
+        )
+
+    def newest_hash(self, article_id: int) -> str | None:
+        return self.s.scalar(
+            select(ArticleVersionRow.content_hash)
+            .where(ArticleVersionRow.article_id == article_id)
+            .order_by(ArticleVersionRow.number.desc())
+            .limit(1)
+        )
+
+    def refetch_due(
+        self, now: datetime, limit: int = 200
+    ) -> list[tuple[int, str, str, str | None, str | None, int]]:
+        """(id, url, outlet, etag, last_modified, step) of articles due for a re-fetch."""
+        q = (
+            select(ArticleRow, OutletRow.name)
+            .join(OutletRow, OutletRow.id == ArticleRow.outlet_id)
+            .where(ArticleRow.next_refetch_at.is_not(None), ArticleRow.next_refetch_at <= now)
+            .order_by(ArticleRow.next_refetch_at)
+            .limit(limit)
+        )
+        return [
+            (a.id, a.url, name, a.etag, a.last_modified, a.refetch_step)
+            for a, name in self.s.execute(q)
+        ]
+
+    def schedule_refetch(
+        self,
+        article_id: int,
+        *,
+        step: int,
+        at: datetime | None,
+        etag: str | None = None,
+        last_modified: str | None = None,
+    ) -> None:
+        row = self.s.get_one(ArticleRow, article_id)
+        row.refetch_step, row.next_refetch_at = step, at
+        if etag is not None:
+            row.etag = etag
+        if last_modified is not None:
+            row.last_modified = last_modified
+
     def find_by_content(self, outlet: str, content_hash: str) -> int | None:
         q = (
             select(ArticleVersionRow.article_id)
@@ -359,10 +401,12 @@ class Repo:
         text: str,
         method: str,
         fetched_at: datetime,
+        content_hash: str,
         html: str | None = None,
     ) -> int | None:
-        """Store a new version unless its text equals a stored one; returns its id."""
-        digest = text_hash(text)
+        """Store a new version unless a stored one has the same ``content_hash``
+        (the caller's hash, which ignores what is no edit); returns its id."""
+        digest = content_hash
         same = self.s.scalar(
             select(ArticleVersionRow.id).where(
                 ArticleVersionRow.article_id == article_id,

@@ -116,6 +116,11 @@ class ArticleRow(Base):
     story_level: Mapped[str | None] = mapped_column(String(10))
     story_score: Mapped[float | None] = mapped_column(Float)
     fingerprint: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Re-fetch ladder: which rung comes next, when, and the page's validators.
+    refetch_step: Mapped[int] = mapped_column(Integer, default=0)
+    next_refetch_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    etag: Mapped[str | None] = mapped_column(String(1000))
+    last_modified: Mapped[str | None] = mapped_column(String(200))
 
 
 class ArticleVersionRow(Base):

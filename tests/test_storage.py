@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import LeaseHeld, StorageError
+from pipeline.feeds import content_hash
 from pipeline.models import Alert, FeedConfig, Figure, Qualifier
 from storage.repository import Store, lease_holder
 
@@ -82,11 +83,35 @@ def test_articles_and_versions_are_keyed(store: Store) -> None:
             title="t",
             now=T,
         ) == (aid, False)
-        v1 = repo.add_version(aid, title="t", text="eins  zwei", method="m", fetched_at=T)
+        v1 = repo.add_version(
+            aid,
+            title="t",
+            text="eins  zwei",
+            method="m",
+            fetched_at=T,
+            content_hash=content_hash("eins  zwei"),
+        )
         assert v1 is not None
         # Whitespace-only changes are not a new version.
-        assert repo.add_version(aid, title="t", text="eins zwei", method="m", fetched_at=T) is None
-        v2 = repo.add_version(aid, title="t", text="eins drei", method="m", fetched_at=T)
+        assert (
+            repo.add_version(
+                aid,
+                title="t",
+                text="eins zwei",
+                method="m",
+                fetched_at=T,
+                content_hash=content_hash("eins zwei"),
+            )
+            is None
+        )
+        v2 = repo.add_version(
+            aid,
+            title="t",
+            text="eins drei",
+            method="m",
+            fetched_at=T,
+            content_hash=content_hash("eins drei"),
+        )
         assert v2 is not None and v2 != v1
     with store.unit() as repo:
         assert [p.version_id for p in repo.pending_versions()] == [v1, v2]
@@ -118,7 +143,9 @@ def test_figures_round_trip_with_open_interval(store: Store) -> None:
         aid, _ = repo.add_article(
             key="k", url="u", outlet="A", lang="de", published=T, title="t", now=T
         )
-        vid = repo.add_version(aid, title="t", text="x", method="m", fetched_at=T)
+        vid = repo.add_version(
+            aid, title="t", text="x", method="m", fetched_at=T, content_hash=content_hash("x")
+        )
         assert vid is not None
         sid = repo.create_story("t", T)
         repo.attach(

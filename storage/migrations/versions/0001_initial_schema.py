@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 19:08:43.545282
+Create Date: 2026-11-22 19:10:07.162648
 """
 
 from __future__ import annotations
@@ -153,6 +153,10 @@ def upgrade() -> None:
         sa.Column("story_level", sa.String(length=10), nullable=True),
         sa.Column("story_score", sa.Float(), nullable=True),
         sa.Column("fingerprint", sa.JSON(), nullable=True),
+        sa.Column("refetch_step", sa.Integer(), nullable=False),
+        sa.Column("next_refetch_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("etag", sa.String(length=1000), nullable=True),
+        sa.Column("last_modified", sa.String(length=200), nullable=True),
         sa.ForeignKeyConstraint(
             ["feed_id"],
             ["feeds.id"],
@@ -170,6 +174,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("articles", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_articles_guid"), ["guid"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_articles_next_refetch_at"), ["next_refetch_at"], unique=False
+        )
         batch_op.create_index(batch_op.f("ix_articles_published"), ["published"], unique=False)
         batch_op.create_index(batch_op.f("ix_articles_story_id"), ["story_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_articles_url"), ["url"], unique=False)
@@ -317,6 +324,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_articles_url"))
         batch_op.drop_index(batch_op.f("ix_articles_story_id"))
         batch_op.drop_index(batch_op.f("ix_articles_published"))
+        batch_op.drop_index(batch_op.f("ix_articles_next_refetch_at"))
         batch_op.drop_index(batch_op.f("ix_articles_guid"))
 
     op.drop_table("articles")

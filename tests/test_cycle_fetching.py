@@ -1,0 +1,224 @@
+"""The fetch side of a cycle against a scripted loopback site: article identity across
+headline, GUID and URL changes; edits caught on the re-fetch ladder; a good citizen's day."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+
+from pipeline.app import App
+from pipeline.models import FeedConfig
+from pipeline.settings import load_settings
+from tests.httpserver import LoopbackServer, RecordedRequest, Reply
+
+T0 = datetime(2025, 6, 13, 8, tzinfo=UTC)
+
+BODY = (
+    "Meta beteiligt sich mit 49 Prozent an Scale AI und zahlt dafür {amount} Milliarden Dollar. "
+    "Scale-Gründer Alexandr Wang wechselt zu Meta und soll dort das neue Superintelligence-Labor "
+    "leiten. Scale AI erzielte im vergangenen Jahr einen Umsatz von mehr als 870 Millionen Dollar. "
+    "Der Deal ist eine der größten KI-Investitionen des Jahres. {stamp}"
+)
+
+
+class Site:
+    """A feed and its article pages, changeable between cycles."""
+
+    def __init__(self, server: LoopbackServer) -> None:
+        self.server = server
+        self.entries: list[dict[str, str]] = []
+        self.pages: dict[str, str] = {}
+        self.etag = '"v1"'
+        self.max_age = 1800
+        server.route(
+            "/robots.txt", Reply(200, {"Content-Type": "text/plain"}, b"User-agent: *\nAllow: /\n")
+        )
+        server.route("/feed.xml", self.feed)
+
+    def url(self, path: str) -> str:
+        return self.server.url(path)
+
+    def feed(self, req: RecordedRequest) -> Reply:
+        headers = {
+            "Content-Type": "application/rss+xml",
+            "ETag": self.etag,
+            "Cache-Control": f"max-age={self.max_age}",
+        }
+        if req.header("if-none-match") == self.etag:
+            return Reply(304, headers)
+        items = "".join(
+            f"<item><title>{e['title']}</title><link>{e['link']}</link><guid>{e['guid']}</guid>"
+            f"<description>Meta und Scale AI: KI-Deal</description><pubDate>{format_datetime(T0)}</pubDate></item>"
+            for e in self.entries
+        )
+        body = f"<rss version='2.0'><channel><title>KI-Nachrichten</title>{items}</channel></rss>"
+        return Reply(200, headers, body.encode("utf-8"))
+
+    def page(
+        self, path: str, amount: str, stamp: str = "Stand: 08:00 Uhr", etag: str | None = None
+    ) -> None:
+        html = (
+            "<!doctype html><html lang='de'><head><title>Meta steigt bei Scale AI ein</title></head><body>"
+            "<nav>Start | KI | Wirtschaft</nav><article><h1>Meta steigt bei Scale AI ein</h1>"
+            f"<p>{BODY.format(amount=amount, stamp=stamp)}</p></article><footer>Impressum</footer></body></html>"
+        )
+        headers = {"Content-Type": "text/html; charset=utf-8"}
+        if etag:
+            headers["ETag"] = etag
+        reply = Reply(200, headers, html.encode("utf-8"))
+
+        def handler(req: RecordedRequest) -> Reply:
+            if etag and req.header("if-none-match") == etag:
+                return Reply(304, headers)
+            return reply
+
+        self.server.route(path, handler)
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    with LoopbackServer() as server:
+        yield Site(server)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def make_app(tmp_path: Path, site: Site, clock: Clock) -> App:
+    s = load_settings(None)
+    s = dataclasses.replace(
+        s,
+        fetch=dataclasses.replace(s.fetch, allow_private=True, per_domain_min_gap_s=0.0),
+        alerts=dataclasses.replace(s.alerts, console=False, log_file=str(tmp_path / "a.log")),
+    )
+    app = App(db_url=f"sqlite:///{tmp_path / 'nd.db'}", settings=s, sync_feeds=False, clock=clock)
+    with app._store().unit() as repo:
+        repo.add_feed(
+            FeedConfig(url=site.url("/feed.xml"), outlet="ki.example", lang="de", on_topic=True),
+            clock(),
+        )
+    return app
+
+
+def make_due(app: App, clock: Clock) -> None:
+    with app._store().unit() as repo:
+        for feed in repo.feeds():
+            repo.record_feed_ok(
+                feed.id, now=clock(), next_due=clock(), etag=None, last_modified=None
+            )
+
+
+def test_headline_guid_and_url_changes_make_no_second_article(tmp_path: Path, site: Site) -> None:
+    clock = Clock(T0 + timedelta(minutes=1))
+    site.page("/a/1", "14,8")
+    site.entries = [
+        {"title": "Meta steigt bei Scale AI ein", "link": site.url("/a/1"), "guid": "g-1"}
+    ]
+    app = make_app(tmp_path, site, clock)
+    assert app.run_once().articles_new == 1
+
+    # Headline edited, GUID scheme changed, tracking parameters added.
+    site.etag = '"v2"'
+    site.entries = [
+        {
+            "title": "Meta kauft 49 Prozent von Scale AI",
+            "link": site.url("/a/1?utm_source=rss&amp;utm_medium=feed"),
+            "guid": "urn:ki:1",
+        }
+    ]
+    make_due(app, clock)
+    assert app.run_once().articles_new == 0
+
+    # The same article moved to a new URL with a new GUID: its content identifies it.
+    site.page("/a/1-neu", "14,8", stamp="Stand: 09:30 Uhr")
+    site.etag = '"v3"'
+    site.entries = [
+        {
+            "title": "Meta kauft 49 Prozent von Scale AI",
+            "link": site.url("/a/1-neu"),
+            "guid": "urn:ki:1-neu",
+        }
+    ]
+    make_due(app, clock)
+    assert app.run_once().articles_new == 0
+    assert len(app.articles()) == 1
+
+
+def test_edits_are_caught_on_the_refetch_ladder(tmp_path: Path, site: Site) -> None:
+    clock = Clock(T0 + timedelta(minutes=1))
+    site.page("/a/1", "14,8", etag='"p1"')
+    site.entries = [
+        {"title": "Meta steigt bei Scale AI ein", "link": site.url("/a/1"), "guid": "g-1"}
+    ]
+    app = make_app(tmp_path, site, clock)
+    app.run_once()
+
+    # 15 minutes on: the page answers 304 to the conditional re-fetch.
+    clock.now = T0 + timedelta(minutes=16)
+    first = app.run_once()
+    page_requests = [r for r in site.server.requests if r.path == "/a/1"]
+    assert len(page_requests) == 2 and page_requests[1].header("if-none-match") == '"p1"'
+    assert first.articles_edited == 0
+
+    # Only the timestamp changes: no edit.
+    site.page("/a/1", "14,8", stamp="Stand: 09:12 Uhr", etag='"p2"')
+    clock.now = T0 + timedelta(minutes=61)
+    assert app.run_once().articles_edited == 0
+
+    # The figure changes: a new version, its figures read again, a revision.
+    site.page("/a/1", "14,3", stamp="Stand: 11:40 Uhr", etag='"p3"')
+    clock.now = T0 + timedelta(minutes=181)
+    report = app.run_once()
+    assert report.articles_edited == 1 and report.versions_processed == 1
+    rows = app.drift_rows(revisions=True)
+    assert sorted((r["version"], r["value"]) for r in rows) == [(1, 14.8e9), (2, 14.3e9)]
+    assert [r["value"] for r in app.drift_rows(metric="deal_value")] == [14.3e9]
+    # ... and what we knew before the edit is still there.
+    before = app.drift_rows(metric="deal_value", as_of=T0 + timedelta(minutes=100))
+    assert [r["value"] for r in before] == [14.8e9]
+
+    # After the last rung (3 days) the article is left alone.
+    clock.now = T0 + timedelta(days=10)
+    app.run_once()
+    clock.now = T0 + timedelta(days=11)
+    count = len([r for r in site.server.requests if r.path == "/a/1"])
+    app.run_once()
+    assert len([r for r in site.server.requests if r.path == "/a/1"]) == count
+
+
+def test_a_good_citizen_over_a_simulated_day(tmp_path: Path, site: Site) -> None:
+    clock = Clock(T0)
+    site.page("/a/1", "14,8")
+    site.entries = [
+        {"title": "Meta steigt bei Scale AI ein", "link": site.url("/a/1"), "guid": "g-1"}
+    ]
+    site.max_age = 3600  # longer than the feed's 30-minute interval
+    app = make_app(tmp_path, site, clock)
+    times: list[datetime] = []
+    while clock.now < T0 + timedelta(days=1):
+        before = len([r for r in site.server.requests if r.path.startswith("/feed.xml")])
+        app.run_once()
+        after = [r for r in site.server.requests if r.path.startswith("/feed.xml")]
+        if len(after) > before:
+            times.append(clock.now)
+        clock.now += timedelta(minutes=5)
+    feed_requests = [r for r in site.server.requests if r.path.startswith("/feed.xml")]
+    assert all(r.path == "/feed.xml" for r in feed_requests)  # never junk query parameters
+    assert all(r.header("if-none-match") == '"v1"' for r in feed_requests[1:])  # conditional
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps and min(gaps) >= timedelta(seconds=3600)  # never sooner than max-age allows
+    assert 12 <= len(feed_requests) <= 25
+    status = json.loads(json.dumps(app.status(), default=str))
+    assert status["feeds_failing"] == 0
