@@ -27,12 +27,13 @@ from pipeline.models import Finding, Observation
 
 _SPLIT = re.compile(r"\s*(?:→|->|,|;|\bund\b|\band\b|&)\s*")
 
-NON_MONEY_UNITS = {"percent": "percent", "count": "count"}
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
 def unit_kind(unit: str) -> str:
-    """``percent``, ``count`` or ``money`` (any currency code)."""
-    return NON_MONEY_UNITS.get(unit, "money")
+    """``money`` for a currency code (USD, EUR …); otherwise the unit itself
+    (``percent``, ``count``, ``years`` …), so kinds never mix."""
+    return "money" if _CURRENCY.match(unit) else unit
 
 
 def subject_names(subject: str | None) -> frozenset[str]:

@@ -79,7 +79,7 @@ def test_seed_case_alerts_once_and_a_revision_resolves_it(env: dict[str, Any]) -
     assert [x["kind"] for x in alerts] == ["disagreement"]
     assert "deal_value" in alerts[0]["title"]
     assert (
-        "14,8-Milliarden-Dollar-Preis" in alerts[0]["body"]
+        "14,8-Milliarden-Dollar" in alerts[0]["body"]
         and "14,3 Milliarden Dollar" in alerts[0]["body"]
     )
     assert "outlet-a.example" in alerts[0]["body"] and "outlet-b.example" in alerts[0]["body"]

@@ -139,7 +139,7 @@ def test_exactly_one_alert_with_evidence(demo_run: dict[str, Any]) -> None:
     assert alert.kind == "disagreement" and alert.status == "sent"
     assert "deal_value" in alert.title
     assert "techblick.example" in alert.body and "netzmarkt.example" in alert.body
-    assert "14,8-Milliarden-Dollar-Preis" in alert.body and "14,3 Milliarden Dollar" in alert.body
+    assert "14,8-Milliarden-Dollar" in alert.body and "14,3 Milliarden Dollar" in alert.body
     assert demo_run["out"].count("=== ALERT") == 1
 
 

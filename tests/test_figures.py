@@ -1,0 +1,225 @@
+"""Figure extraction: the seed articles and the rules of the number grammar."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from pipeline.figures import FigureLexicon, detect_lang, extract_figures, load_lexicons
+from pipeline.models import Figure
+
+SEEDS = Path(__file__).resolve().parent / "data" / "figures" / "seeds"
+PUBLISHED = datetime(2025, 6, 13, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def lexicons() -> Mapping[str, FigureLexicon]:
+    return load_lexicons()
+
+
+def _seed(name: str, lexicons: Mapping[str, FigureLexicon]) -> tuple[str, list[Figure]]:
+    text = (SEEDS / name).read_text(encoding="utf-8")
+    return text, extract_figures(text, "de", PUBLISHED, lexicons)
+
+
+def _one(figs: list[Figure], value: float, unit: str) -> Figure:
+    hits = [f for f in figs if math.isclose(f.value, value, rel_tol=1e-9) and f.unit == unit]
+    assert len(hits) == 1, (value, unit, figs)
+    return hits[0]
+
+
+def test_seed_000(lexicons: Mapping[str, FigureLexicon]) -> None:
+    text, figs = _seed("000_6f4135ff7f279fe5.txt", lexicons)
+    for f in figs:
+        assert text[f.start : f.end] == f.quote
+    deal = _one(figs, 14.8e9, "USD")
+    assert deal.metric == "deal_value"
+    assert (deal.low, deal.high) == pytest.approx((14.75e9, 14.85e9))
+    stake = _one(figs, 49, "percent")
+    assert stake.metric == "stake"
+    prior = _one(figs, 13.8e9, "USD")
+    assert prior.metric == "prior_valuation"
+    rev = _one(figs, 870e6, "USD")
+    assert (rev.metric, rev.qualifier, rev.period) == ("revenue", "at_least", "2024")
+    assert math.isinf(rev.high)
+    rev25 = _one(figs, 2e9, "USD")
+    assert (rev25.metric, rev25.period) == ("revenue", "2025")
+    cash = _one(figs, 900e6, "USD")
+    assert (cash.metric, cash.qualifier) == ("cash", "at_least")
+    assert all(f.subject is None or "Scale" in f.subject or "Meta" in f.subject for f in figs)
+    # "seit 2016", "Llama 4", "Ende 2025" are not figures
+    assert len(figs) == 6
+
+
+def test_seed_001(lexicons: Mapping[str, FigureLexicon]) -> None:
+    text, figs = _seed("001_273b47dec932b2ed.txt", lexicons)
+    for f in figs:
+        assert text[f.start : f.end] == f.quote
+    meta = _one(figs, 14.3e9, "USD")
+    assert meta.metric == "deal_value"
+    assert meta.subject and ("Scale AI" in meta.subject or "Meta" in meta.subject)
+    openai = _one(figs, 6.5e9, "USD")
+    assert openai.metric == "deal_value"
+    assert openai.subject == "OpenAI"
+    assert openai.subject != meta.subject
+    stake = _one(figs, 49, "percent")
+    assert stake.metric == "stake"
+    val = _one(figs, 29e9, "USD")
+    assert (val.metric, val.qualifier, val.low, val.high) == (
+        "valuation",
+        "at_least",
+        29e9,
+        math.inf,
+    )
+    money = [f for f in figs if f.unit == "USD"]
+    assert {f.value for f in money} == {6.5e9, 14.3e9, 29e9}  # not 28, 20, 4, 2016, 2024
+    for f in figs:
+        if "Wang" in f.quote:
+            assert (f.metric, f.unit) == ("age", "years")
+        assert "Jahre" not in f.quote and "Llama" not in f.quote
+
+
+def test_detect_lang(lexicons: Mapping[str, FigureLexicon]) -> None:
+    text = (SEEDS / "000_6f4135ff7f279fe5.txt").read_text(encoding="utf-8")
+    assert detect_lang(text, lexicons) == "de"
+    assert detect_lang("Meta is paying $14.3 billion for a 49% stake in the startup.") == "en"
+
+
+@pytest.mark.parametrize(
+    ("text", "lang", "value", "unit", "qualifier", "low", "high"),
+    [
+        (
+            "Der Preis liegt bei 14,8 Milliarden Dollar.",
+            "de",
+            14.8e9,
+            "USD",
+            "exact",
+            14.75e9,
+            14.85e9,
+        ),
+        ("Meta paid $14.3bn for the stake.", "en", 14.3e9, "USD", "exact", 14.25e9, 14.35e9),
+        ("Die Firma hat 1.250 Mitarbeiter.", "de", 1250, "count", "exact", 1249.5, 1250.5),
+        ("The firm has 1,250 employees.", "en", 1250, "count", "exact", 1249.5, 1250.5),
+        (
+            "Der Staat leiht sich 1,2 Billionen Euro.",
+            "de",
+            1.2e12,
+            "EUR",
+            "exact",
+            1.15e12,
+            1.25e12,
+        ),
+        ("It raised €2.5 billion.", "en", 2.5e9, "EUR", "exact", 2.45e9, 2.55e9),
+        ("Ein 2-Milliarden-Euro-Deal.", "de", 2e9, "EUR", "exact", 1.5e9, 2.5e9),
+        ("knapp 15 Milliarden Dollar", "de", 15e9, "USD", "at_most", 13.5e9, 15e9),
+        ("nearly $15 billion", "en", 15e9, "USD", "at_most", 13.5e9, 15e9),
+        ("bis zu 10 Milliarden Euro", "de", 10e9, "EUR", "at_most", 0, 10e9),
+        ("rund 900 Millionen Euro", "de", 900e6, "EUR", "approx", 850e6, 950e6),
+        ("more than $29 billion", "en", 29e9, "USD", "at_least", 29e9, math.inf),
+        ("gut 15 Milliarden Euro", "de", 15e9, "EUR", "at_least", 15e9, 16.5e9),
+        ("between $10 billion and $12 billion", "en", 11e9, "USD", "approx", 9.5e9, 12.5e9),
+        ("zwischen 10 und 12 Milliarden Euro", "de", 11e9, "EUR", "approx", 9.5e9, 12.5e9),
+        ("a $14-15 billion deal", "en", 14.5e9, "USD", "approx", 13.5e9, 15.5e9),
+        ("CHF 1 250 Millionen", "de", 1.25e9, "CHF", "exact", 1.2495e9, 1.2505e9),
+    ],
+)
+def test_amounts(
+    text: str, lang: str, value: float, unit: str, qualifier: str, low: float, high: float
+) -> None:
+    figs = extract_figures(text, lang)
+    assert len(figs) == 1, figs
+    f = figs[0]
+    assert (f.unit, str(f.qualifier)) == (unit, qualifier)
+    assert f.value == pytest.approx(value)
+    assert f.low == pytest.approx(low)
+    assert f.high == pytest.approx(high) if not math.isinf(high) else math.isinf(f.high)
+
+
+@pytest.mark.parametrize(
+    ("text", "lang"),
+    [
+        ("Llama 4 kam im Frühjahr 2025, GPT-4o im Mai.", "de"),
+        ("Er bringt mehr als 20 Jahre Erfahrung mit.", "de"),
+        ("Das Treffen beginnt am 13.06.2025 um 14:30 Uhr.", "de"),
+        ("Call +49 30 1234567 or visit page 3 of 12.", "en"),
+        ("The H100 and A100 chips, version 2.1.3, ranked No. 1 in 2024.", "en"),
+        ("Seit 2016 wächst die Firma; im September 2024 kam Droege.", "de"),
+    ],
+)
+def test_not_figures(text: str, lang: str) -> None:
+    assert extract_figures(text, lang) == []
+
+
+def test_multiplier_and_fraction() -> None:
+    figs = extract_figures("Der Umsatz hat sich im vergangenen Jahr verdoppelt.", "de")
+    assert [(f.value, f.kind, f.metric) for f in figs] == [(2.0, "multiplier", "revenue")]
+    figs = extract_figures("Meta übernimmt ein Drittel der Anteile an Scale AI.", "de")
+    assert [(round(f.value, 2), f.unit, f.metric) for f in figs] == [(33.33, "percent", "stake")]
+
+
+def test_subject_buyer_to_target() -> None:
+    figs = extract_figures("Meta is paying $14.3 billion for a 49% stake in Scale AI.", "en")
+    assert [f.subject for f in figs] == ["Meta → Scale AI", "Meta → Scale AI"]
+    assert [f.metric for f in figs] == ["deal_value", "stake"]
+
+
+def test_period_quarter_and_relative() -> None:
+    when = datetime(2025, 6, 13, tzinfo=UTC)
+    figs = extract_figures(
+        "Im ersten Quartal 2025 stieg der Umsatz auf 1,2 Milliarden Euro.", "de", when
+    )
+    assert [(f.metric, f.period) for f in figs] == [("revenue", "2025-Q1")]
+    figs = extract_figures("Revenue reached $3.7 billion last year.", "en", when)
+    assert [(f.metric, f.period) for f in figs] == [("revenue", "2024")]
+
+
+def test_page_furniture_is_skipped() -> None:
+    text = "Lesezeit: 4 Minuten | 12 Kommentare | Abo ab 9,99 Euro\nMeta zahlt 2 Milliarden Euro."
+    assert [f.value for f in extract_figures(text, "de")] == [2e9]
+
+
+def test_restatement_keeps_the_metric() -> None:
+    text = (
+        "Alibaba will mehr als 380 Milliarden Yuan in KI investieren. "
+        "Das entspricht etwa 52 Milliarden Dollar."
+    )
+    figs = extract_figures(text, "de")
+    assert [(f.unit, f.metric) for f in figs] == [("CNY", "deal_value"), ("USD", "deal_value")]
+
+
+def test_subunits_and_bare_counts() -> None:
+    figs = extract_figures("Die Gebühr beträgt 14 Cent pro Minute.", "de")
+    assert [(f.value, f.unit) for f in figs] == [(0.14, "EUR")]
+    figs = extract_figures("Microsoft has a workforce of 228,000.", "en")
+    assert [(f.value, f.unit, f.metric) for f in figs] == [(228000, "count", "employees")]
+
+
+def test_count_not_money_after_count_cue() -> None:
+    text = (
+        "Der Umsatz lag bei 2,8 Milliarden Euro. "
+        "Die Zahl der aktiven Kunden lag bei 51,8 Millionen."
+    )
+    figs = extract_figures(text, "de")
+    assert [(f.unit, f.metric) for f in figs] == [("EUR", "revenue"), ("count", "users")]
+
+
+def test_seller_after_from_with_pay_verb() -> None:
+    text = "Google will pay $2.4 billion to license technology from Windsurf."
+    assert [f.subject for f in extract_figures(text, "en")] == ["Google → Windsurf"]
+    text = "Mistral AI raised €600 million from General Catalyst."
+    assert [f.subject for f in extract_figures(text, "en")] == ["General Catalyst → Mistral AI"]
+
+
+def test_lexicon_errors_name_the_file(tmp_path: Path) -> None:
+    from pipeline.errors import ConfigError
+
+    (tmp_path / "lexicons").mkdir()
+    (tmp_path / "lexicons" / "figures.xx.toml").write_text(
+        'lang = "xx"\n[metrics.bogus]\nunits = ["money"]\n', encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match=r"figures\.xx\.toml.*bogus"):
+        load_lexicons(tmp_path)
