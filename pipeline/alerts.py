@@ -227,6 +227,81 @@ def _iso_or(when: datetime | None, default: str) -> str:
     return when.isoformat(timespec="seconds") if when else default
 
 
+@dataclass(frozen=True)
+class OutletYield:
+    """How many of an outlet's articles came out whole, recently and before."""
+
+    outlet: str
+    recent_total: int
+    recent_partial: int
+    before_total: int
+    before_partial: int
+
+
+# An outlet's extraction yield has collapsed when at least this many recent articles
+# came out, at least this share of them only partial, while before it was under the
+# healthy share. Chosen by hand (no labelled data): a page redesign or a new paywall
+# turns most articles partial at once.
+YIELD_MIN_RECENT = 5
+YIELD_COLLAPSED_SHARE = 0.5
+YIELD_HEALTHY_SHARE = 0.2
+
+
+def plan_yield_alerts(
+    yields: Sequence[OutletYield], states: Mapping[str, GroupState], now: datetime
+) -> tuple[list[Alert], list[GroupState]]:
+    """One feed-health alert per outlet whose extraction yield collapsed."""
+    alerts: list[Alert] = []
+    changed: list[GroupState] = []
+    for y in yields:
+        key = f"yield|{y.outlet}"
+        prev = states.get(key)
+        collapsed = (
+            y.recent_total >= YIELD_MIN_RECENT
+            and y.recent_partial >= YIELD_COLLAPSED_SHARE * y.recent_total
+            and y.before_total >= YIELD_MIN_RECENT
+            and y.before_partial < YIELD_HEALTHY_SHARE * y.before_total
+        )
+        healthy = y.recent_total >= YIELD_MIN_RECENT and (
+            y.recent_partial < YIELD_HEALTHY_SHARE * y.recent_total
+        )
+        if prev is not None and prev.status == "collapsed":
+            if healthy:
+                changed.append(replace(prev, status="ok"))
+            continue
+        if not collapsed:
+            continue
+        episode = (prev.episode if prev else 0) + 1
+        alerts.append(
+            Alert(
+                key=f"{key}#{episode}",
+                kind="feed_health",
+                title=f"newsdrift: extraction from {y.outlet} has collapsed",
+                body=(
+                    f"Outlet: {y.outlet}\n"
+                    f"Recently {y.recent_partial} of {y.recent_total} articles came out only "
+                    f"partial (feed summary), before {y.before_partial} of {y.before_total}.\n"
+                    "A page redesign, a consent wall or a new paywall is the usual cause; "
+                    "see `newsdrift articles` for the partial ones."
+                ),
+                created_at=now,
+            )
+        )
+        changed.append(
+            GroupState(
+                key=key,
+                story_id=None,
+                metric=None,
+                status="collapsed",
+                episode=episode,
+                alerted_episode=episode,
+                opened_at=now,
+                last_alert_at=now,
+            )
+        )
+    return alerts, changed
+
+
 # --- when to deliver ----------------------------------------------------------------------------
 
 

@@ -84,8 +84,6 @@ def parse_feed(content: bytes, url: str, headers: Mapping[str, str] | None = Non
     if not version:
         problem = warnings[0] if warnings else "no RSS, Atom or RDF root element"
         raise ParseError(url, f"not a feed: {problem}")
-    if parsed.get("bozo") and not parsed.entries and not parsed.feed.get("title"):
-        raise ParseError(url, f"malformed XML yields nothing: {warnings[0]}")
     feed = parsed.feed
     entries: list[FeedEntry] = []
     seen: set[str] = set()
@@ -100,6 +98,9 @@ def parse_feed(content: bytes, url: str, headers: Mapping[str, str] | None = Non
             continue
         seen.add(key)
         entries.append(entry)
+    if parsed.get("bozo") and not entries and not parsed.feed.get("title"):
+        # Broken XML with nothing usable (feedparser may still return empty shells).
+        raise ParseError(url, f"malformed XML yields nothing: {warnings[0]}")
     if dropped:
         log.info("feeds: url=%s duplicate entries dropped=%d", url, dropped)
     if warnings:

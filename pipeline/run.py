@@ -25,6 +25,7 @@ from pipeline.alerts import (
     digest_message,
     plan_alerts,
     plan_feed_alerts,
+    plan_yield_alerts,
 )
 from pipeline.drift import DriftRules, findings, revisions
 from pipeline.errors import ConfigError, FetchError, NewsdriftError, ParseError
@@ -48,6 +49,9 @@ REDIRECT_CONFIRMATIONS = 3
 # Delivery retries: first retry after this, doubling, given up after MAX_ATTEMPTS.
 DELIVERY_RETRY = timedelta(minutes=2)
 DELIVERY_MAX_ATTEMPTS = 8
+# Extraction yield compares an outlet's last two days with the twelve before.
+YIELD_RECENT = timedelta(days=2)
+YIELD_BEFORE = timedelta(days=12)
 
 
 def utcnow() -> datetime:
@@ -649,10 +653,12 @@ def update_feed_alerts(
     """A feed broken for long enough raises one feed-health alert per outage."""
     with store.unit() as repo:
         now = clock()
-        alerts, changed = plan_feed_alerts(
-            repo.feeds(), repo.feed_alert_states(), analysis.alerts, now
-        )
-        repo.save_alert_states(changed, now)
+        states = repo.feed_alert_states()
+        alerts, changed = plan_feed_alerts(repo.feeds(), states, analysis.alerts, now)
+        yields = repo.outlet_yields(now, YIELD_RECENT, YIELD_BEFORE)
+        more, changed_yield = plan_yield_alerts(yields, states, now)
+        alerts += more
+        repo.save_alert_states([*changed, *changed_yield], now)
         for alert in alerts:
             if repo.add_alert(alert, [c.name for c in channels if alert.kind in c.kinds]):
                 report.alerts_new += 1

@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, Engine, and_, delete, func, or_, select, u
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, aliased
 
+from pipeline.alerts import OutletYield
 from pipeline.errors import LeaseHeld, StorageError
 from pipeline.models import (
     Alert,
@@ -858,8 +859,29 @@ class Repo:
             q = q.where(AlertStateRow.story_id.in_(list(story_ids)))
         return {r.group_key: _group_state(r) for r in self.s.scalars(q)}
 
+    def outlet_yields(
+        self, now: datetime, recent: timedelta, before: timedelta
+    ) -> list[OutletYield]:
+        """Per outlet: fetched articles and partial ones in the last ``recent``, and in
+        the ``before`` preceding that."""
+        start = now - recent - before
+        q = (
+            select(OutletRow.name, ArticleRow.first_seen, ArticleRow.status)
+            .join(ArticleRow, ArticleRow.outlet_id == OutletRow.id)
+            .where(ArticleRow.first_seen >= start, ArticleRow.status.in_(["kept", "partial"]))
+        )
+        counts: dict[str, list[int]] = {}
+        for name, first_seen, status in self.s.execute(q):
+            c = counts.setdefault(name, [0, 0, 0, 0])
+            i = 0 if first_seen >= now - recent else 2
+            c[i] += 1
+            c[i + 1] += status == "partial"
+        return [OutletYield(name, *c) for name, c in sorted(counts.items())]
+
     def feed_alert_states(self) -> dict[str, GroupState]:
-        q = select(AlertStateRow).where(AlertStateRow.group_key.like("feed|%"))
+        q = select(AlertStateRow).where(
+            or_(AlertStateRow.group_key.like("feed|%"), AlertStateRow.group_key.like("yield|%"))
+        )
         return {r.group_key: _group_state(r) for r in self.s.scalars(q)}
 
     def save_alert_states(self, states: Iterable[GroupState], now: datetime) -> None:

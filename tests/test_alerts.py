@@ -143,3 +143,27 @@ def test_digest() -> None:
     assert digest_due(T, None, T)
     title, body = digest_message([("a", "1"), ("b", "2")])
     assert title == "newsdrift digest: 2 alerts" and "## a\n1" in body and "## b\n2" in body
+
+
+def test_extraction_yield_collapse_alerts_once_and_recovers() -> None:
+    from pipeline.alerts import OutletYield, plan_yield_alerts
+
+    healthy = OutletYield(
+        "a.example", recent_total=8, recent_partial=0, before_total=30, before_partial=1
+    )
+    assert plan_yield_alerts([healthy], {}, T) == ([], [])
+    collapsed = OutletYield(
+        "a.example", recent_total=8, recent_partial=6, before_total=30, before_partial=1
+    )
+    [alert], changed = plan_yield_alerts([collapsed], {}, T)
+    assert (
+        alert.kind == "feed_health" and "6 of 8" in alert.body and alert.key == "yield|a.example#1"
+    )
+    states = {s.key: s for s in changed}
+    assert plan_yield_alerts([collapsed], states, T)[0] == []  # once per collapse
+    _, back = plan_yield_alerts([healthy], states, T)
+    assert back[0].status == "ok"
+    always_partial = OutletYield(
+        "b.example", recent_total=8, recent_partial=8, before_total=30, before_partial=30
+    )
+    assert plan_yield_alerts([always_partial], {}, T)[0] == []  # a paywalled outlet is no news

@@ -222,3 +222,70 @@ def test_a_good_citizen_over_a_simulated_day(tmp_path: Path, site: Site) -> None
     assert 12 <= len(feed_requests) <= 25
     status = json.loads(json.dumps(app.status(), default=str))
     assert status["feeds_failing"] == 0
+
+
+def test_broken_feeds_fail_alone_with_clear_messages(tmp_path: Path, site: Site) -> None:
+    clock = Clock(T0 + timedelta(minutes=1))
+    site.page("/a/1", "14,8")
+    site.entries = [
+        {"title": "Meta steigt bei Scale AI ein", "link": site.url("/a/1"), "guid": "g-1"}
+    ]
+    server = site.server
+    server.route("/404.xml", Reply(404, {"Content-Type": "text/plain"}, b"no"))
+    server.route("/500.xml", Reply(500, {"Content-Type": "text/plain"}, b"oops"))
+    server.route("/410.xml", Reply(410, {"Content-Type": "text/plain"}, b"gone"))
+    server.route(
+        "/bad.xml",
+        Reply(200, {"Content-Type": "application/rss+xml"}, b"<rss><channel><item><title>x</ti"),
+    )
+    server.route(
+        "/page.xml",
+        Reply(
+            200,
+            {"Content-Type": "text/html"},
+            b"<!doctype html><html><body><p>Hello</p></body></html>",
+        ),
+    )
+    server.route("/loop.xml", Reply(301, {"Location": "/loop2.xml"}))
+    server.route("/loop2.xml", Reply(301, {"Location": "/loop.xml"}))
+    server.route(
+        "/huge.xml",
+        Reply(
+            200, {"Content-Type": "application/rss+xml"}, b"<rss>" + b" " * 3_000_000 + b"</rss>"
+        ),
+    )
+    app = make_app(tmp_path, site, clock)
+    assert app.settings is not None
+    app.settings = dataclasses.replace(
+        app.settings, fetch=dataclasses.replace(app.settings.fetch, max_bytes=1_000_000)
+    )
+    broken = ["/404.xml", "/500.xml", "/410.xml", "/bad.xml", "/page.xml", "/loop.xml", "/huge.xml"]
+    with app._store().unit() as repo:
+        for path in broken:
+            repo.add_feed(
+                FeedConfig(url=site.url(path), outlet=f"broken{path}", lang="de", on_topic=True),
+                clock(),
+            )
+    report = app.run_once()
+    assert report.feeds_polled == 8 and report.feeds_failed == 7, report.errors
+    assert report.articles_new == 1  # the good feed went through
+    health = {f.url.rsplit("/", 1)[1]: f for f in app.feeds()}
+    assert health["feed.xml"].status == "ok"
+    assert health["410.xml"].status == "gone"
+    for path in broken:
+        f = health[path.lstrip("/")]
+        assert f.status in ("error", "gone") and f.last_error and f.last_error_at == clock()
+        assert site.url(path) in f.last_error  # says where
+    assert "404" in health["404.xml"].last_error
+    assert "500" in health["500.xml"].last_error
+    assert "redirect" in health["loop.xml"].last_error.lower()
+    assert (
+        "1000000" in health["huge.xml"].last_error.replace(",", "").replace("_", "")
+        or "large" in health["huge.xml"].last_error.lower()
+    )
+
+    # The good feed breaks too: what is stored stays.
+    server.route("/feed.xml", Reply(500, {}, b""))
+    make_due(app, clock)
+    app.run_once()
+    assert len(app.articles()) == 1 and len(app.stories()) == 1
