@@ -231,3 +231,17 @@ def test_lease_of_a_dead_local_process_is_taken_over_at_once(store: Store) -> No
         repo.acquire_lease(
             "cycle", f"{socket.gethostname()}:1", T + timedelta(minutes=2), timedelta(minutes=30)
         )
+
+
+def test_migrations_match_the_models(tmp_path: Path) -> None:
+    """The schema the migrations build is the schema the code declares."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from storage.tables import Base
+
+    s = Store.open(f"sqlite:///{tmp_path / 'm.db'}")
+    with s.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    s.close()
+    assert diff == []

@@ -1,0 +1,332 @@
+"""Story clustering: the three levels, cross-language meeting, events kept apart, stable ids.
+
+All texts are invented for these tests (companies and people do not exist).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from pipeline.models import Document, Figure, Qualifier
+from pipeline.stories import (
+    NO_RARITY,
+    THRESHOLDS,
+    Candidate,
+    Fingerprint,
+    InMemoryIndex,
+    Rarity,
+    assign,
+    blocking_keys,
+    feature_keys,
+    figure_key,
+    fingerprint,
+    similarity,
+)
+
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+
+WIRE = (
+    "Der Softwarekonzern Brightlane übernimmt den Datenspezialisten Solvex für 2,4 Milliarden "
+    "Euro. Wie Brightlane am Montag in Hamburg mitteilte, erhalten die Aktionäre von Solvex "
+    "31,50 Euro je Aktie. Solvex-Gründerin Mara Velten soll das Geschäft weiter führen. "
+    "Brightlane-Chef Tobias Greling sprach von einem wichtigen Schritt für die Cloud-Sparte. "
+    "Die Übernahme soll bis Ende des dritten Quartals abgeschlossen werden, die Kartellbehörden "
+    "müssen noch zustimmen. Solvex beschäftigt 1.800 Mitarbeiter und setzte zuletzt 310 "
+    "Millionen Euro um."
+)
+
+# an independent German write-up of the same deal: other wording, other details
+DE_OTHER = (
+    "Milliardenübernahme in Hamburg: Brightlane kauft Solvex. Für den Anbieter von "
+    "Datenplattformen legt der Konzern rund 2,4 Milliarden Euro auf den Tisch, pro Aktie sind "
+    "das 31,50 Euro. Mara Velten, die Solvex vor zwölf Jahren gegründet hat, bleibt an Bord. "
+    "Tobias Greling, Vorstandschef von Brightlane, will mit dem Zukauf das Cloudgeschäft "
+    "stärken. Analysten halten den Preis für hoch."
+)
+
+EN = (
+    "Brightlane to buy Solvex for 2.4 billion euros. Hamburg-based Brightlane agreed on Monday "
+    "to acquire data company Solvex in a deal worth 2.4 billion euros, or 31.50 euros per "
+    "share. Solvex founder Mara Velten will stay on, Brightlane CEO Tobias Greling said. "
+    "Regulators still have to approve the takeover, which is expected to close in the third "
+    "quarter."
+)
+
+# same kind of event, same day, different deal
+OTHER_DEAL = (
+    "Der Chemiekonzern Norvana übernimmt den Batteriehersteller Kalidor für 880 Millionen "
+    "Euro. Norvana-Chefin Ilse Brammert kündigte in Frankfurt an, die Produktion von Kalidor "
+    "in Polen auszubauen. Kalidor-Gründer Piet Harmsen zieht sich zurück. Die Aktionäre von "
+    "Kalidor erhalten 12,75 Euro je Aktie."
+)
+
+ROUND_1 = (
+    "Das Berliner Start-up Quillara sammelt in einer Finanzierungsrunde 40 Millionen Euro ein. "
+    "Angeführt wird die Runde vom Investor Harbor Peak, Quillara-Gründer Jonas Ebbing will das "
+    "Geld für die Expansion nach Frankreich nutzen. Quillara wird mit 200 Millionen Euro bewertet."
+)
+ROUND_2 = (
+    "Das Berliner Start-up Quillara sammelt erneut Geld ein: 120 Millionen Euro in einer "
+    "Finanzierungsrunde, angeführt von Harbor Peak. Gründer Jonas Ebbing will nun in die USA "
+    "expandieren. Quillara wird mit 900 Millionen Euro bewertet."
+)
+
+
+def doc(text: str, lang: str = "de", title: str = "", at: datetime | None = T0) -> Document:
+    return Document(title=title, text=text, lang=lang, published=at)
+
+
+def fp(text: str, lang: str = "de", title: str = "", at: datetime | None = T0) -> Fingerprint:
+    return fingerprint(doc(text, lang, title, at), ())
+
+
+def test_exact_duplicate() -> None:
+    index = InMemoryIndex()
+    first = index.add(1, fp(WIRE, title="Brightlane kauft Solvex"))
+    again = index.add(2, fp(WIRE, title="Brightlane kauft Solvex", at=T0 + timedelta(hours=1)))
+    assert first.level == "new" and first.story_id is None
+    assert again.level == "exact"
+    assert again.story_id == 1 and again.matched_article == 1 and again.score == 1.0
+
+
+def test_exact_duplicate_ignores_case_punctuation_and_spacing() -> None:
+    a = fp(WIRE)
+    b = fp(WIRE.upper().replace(". ", ".\n\n"))
+    assert a.text_hash == b.text_hash
+
+
+def test_near_copy_with_new_headline() -> None:
+    edited = WIRE.replace("am Montag in Hamburg", "am Montagmorgen in Hamburg").replace(
+        " Analysten", ""
+    )
+    index = InMemoryIndex()
+    index.add(1, fp(WIRE, title="Brightlane kauft Solvex"))
+    a = index.add(2, fp(edited, title="Milliarden-Deal: Solvex geht an Brightlane"))
+    assert a.level == "near"
+    assert a.story_id == 1
+    assert THRESHOLDS.near <= a.score < 1.0
+
+
+def test_independent_german_write_ups_of_one_deal_meet() -> None:
+    index = InMemoryIndex()
+    index.add(1, fp(WIRE))
+    a = index.add(2, fp(DE_OTHER, at=T0 + timedelta(hours=5)))
+    assert a.level == "event"
+    assert a.story_id == 1
+
+
+def test_german_and_english_write_ups_meet_through_names_and_numbers() -> None:
+    de, en = fp(WIRE), fp(EN, lang="en", at=T0 + timedelta(hours=2))
+    assert {"brightlane", "solvex", "mara velten", "tobias greling"} <= set(de.names) & set(
+        en.names
+    )
+    assert {"n:2.4", "n:31.5"} <= set(de.numbers) & set(en.numbers)
+    index = InMemoryIndex()
+    index.add(1, de)
+    a = index.add(2, en)
+    assert a.level == "event" and a.story_id == 1
+
+
+def test_same_figure_in_german_and_english_gives_the_same_key() -> None:
+    def usd(value: float, quote: str) -> Figure:
+        return Figure(
+            value,
+            "USD",
+            Qualifier.EXACT,
+            value,
+            value,
+            "deal_value",
+            None,
+            None,
+            quote,
+            0,
+            len(quote),
+        )
+
+    assert figure_key(usd(14.3e9, "14,3 Milliarden Dollar")) == "USD:14.3e9"
+    assert figure_key(usd(14.3e9, "$14.3 billion")) == "USD:14.3e9"
+    assert (
+        figure_key(
+            Figure(49, "percent", Qualifier.EXACT, 49, 49, "stake", None, None, "49 %", 0, 4)
+        )
+        == "percent:49"
+    )
+    assert (
+        figure_key(
+            Figure(
+                870e6,
+                "USD",
+                Qualifier.AT_LEAST,
+                870e6,
+                math.inf,
+                "revenue",
+                None,
+                "2024",
+                "870 Millionen",
+                0,
+                13,
+            )
+        )
+        == "USD:870e6"
+    )
+    with_fig = fingerprint(doc("Ein Text ohne Zahl."), [usd(14.3e9, "14,3 Milliarden Dollar")])
+    assert "USD:14.3e9" in with_fig.numbers
+    assert "x:USD:14.3e9" in blocking_keys(with_fig)
+
+
+def test_two_acquisitions_on_the_same_day_stay_apart() -> None:
+    index = InMemoryIndex()
+    index.add(1, fp(WIRE))
+    a = index.add(2, fp(OTHER_DEAL, at=T0 + timedelta(hours=1)))
+    assert a.story_id is None and a.level == "new"
+    assert similarity(fp(WIRE), fp(OTHER_DEAL)).level == "none"
+
+
+def test_two_funding_rounds_months_apart_stay_apart() -> None:
+    later = T0 + timedelta(days=150)
+    first, second = fp(ROUND_1), fp(ROUND_2, at=later)
+    # the same company, investor and founder: close on content alone ...
+    same_day = similarity(first, fp(ROUND_2))
+    # ... but months apart the time discount (and the window) keeps them apart
+    assert similarity(first, second).score < same_day.score
+    assert similarity(first, second).level == "none"
+    index = InMemoryIndex()
+    index.add(1, first)
+    assert index.add(2, second).story_id is None
+    # assign() itself (what storage calls) also refuses, even if handed the old article
+    assert assign(second, [Candidate(1, 1, first)]).story_id is None
+
+
+def test_window_evicts_old_articles() -> None:
+    index = InMemoryIndex()
+    index.add(1, fp(WIRE))
+    index.add(2, fp(OTHER_DEAL, at=T0 + timedelta(days=THRESHOLDS.window_days + 1)))
+    assert 1 not in index.articles
+    assert all(1 not in plist for plist in index.postings.values())
+    assert "e:solvex" not in index.df and "e:norvana" in index.df  # statistics follow the window
+    # the exact same text after the window starts a new story
+    late = index.add(3, fp(WIRE, at=T0 + timedelta(days=THRESHOLDS.window_days + 1)))
+    assert late.story_id is None
+
+
+def test_per_key_cap_bounds_postings() -> None:
+    index = InMemoryIndex()
+    for i in range(1, THRESHOLDS.per_key_cap + 20):
+        text = f"Heute eröffnet Brightlane den Standort Nummer {100 + i} in Ort{i}stadt."
+        index.add(i, fp(text, at=T0 + timedelta(minutes=i)))
+    assert max(len(p) for p in index.postings.values()) <= THRESHOLDS.per_key_cap
+    assert len(index.postings["e:brightlane"]) == THRESHOLDS.per_key_cap
+
+
+def _bridge_run() -> tuple[list[tuple[int | None, str, tuple[int, ...]]], InMemoryIndex]:
+    index = InMemoryIndex()
+    # two partial reports that do not meet each other: one on Brightlane's side ...
+    a = (
+        "Brightlane kauft zu. Tobias Greling, Chef von Brightlane in Hamburg, bestätigte den Kauf "
+        "für 2,4 Milliarden Euro und nannte 31,50 Euro je Aktie. Greling will die Cloud stärken."
+    )
+    # ... one on Solvex's side, then a full report naming both
+    b = (
+        "Solvex wird verkauft. Mara Velten, die Solvex gegründet hat, sprach von einem guten Tag "
+        "für die 1.800 Mitarbeiter des Datenspezialisten, der zuletzt 310 Millionen Euro "
+        "umsetzte. Velten soll das Geschäft weiter führen."
+    )
+    out = []
+    for n, (text, hours) in enumerate([(a, 0), (b, 1), (WIRE, 2)], start=1):
+        r = index.add(n, fp(text, at=T0 + timedelta(hours=hours)))
+        out.append((r.story_id, r.level, r.merge))
+    return out, index
+
+
+def test_stable_ids_and_deterministic_merge() -> None:
+    first, index = _bridge_run()
+    second, _ = _bridge_run()
+    assert first == second  # deterministic
+    (s1, _, _), (s2, _, _), (s3, l3, merge) = first
+    assert s1 is None and s2 is None  # two stories: ids 1 and 2 (their first articles)
+    assert l3 == "event" and s3 == 1 and merge == (2,)  # the bridge merges 2 into the older 1
+    assert index.merges == [(2, 1, 3)]
+    assert [index.story_of(i) for i in (1, 2, 3)] == [1, 1, 1]
+    assert index.assignments[2] == 2  # what was assigned at arrival stays recorded: reversible
+
+
+def test_assign_is_pure_and_order_independent() -> None:
+    me = fp(DE_OTHER, at=T0 + timedelta(hours=3))
+    cands = [Candidate(1, 10, fp(WIRE)), Candidate(2, 20, fp(OTHER_DEAL))]
+    a = assign(me, cands)
+    b = assign(me, list(reversed(cands)))
+    assert a == b
+    assert a.story_id == 10 and a.matched_article == 1 and a.merge == ()
+    assert assign(me, []).story_id is None
+
+
+def test_fingerprint_json_round_trip() -> None:
+    original = fp(WIRE, title="Brightlane kauft Solvex")
+    data = json.loads(json.dumps(original.to_json()))
+    assert Fingerprint.from_json(data) == original
+    undated = fp(WIRE, at=None)
+    assert Fingerprint.from_json(json.loads(json.dumps(undated.to_json()))) == undated
+
+
+def test_adding_an_article_twice_is_an_error() -> None:
+    index = InMemoryIndex()
+    index.add(1, fp(WIRE))
+    with pytest.raises(ValueError):
+        index.add(1, fp(WIRE))
+
+
+def test_rare_shared_names_weigh_more_than_common_ones() -> None:
+    a = fp("Heute trafen sich Olaf Bremberg und Vertreter aus Berlin und Hamburg in Bonn.")
+    b = fp("In Berlin, Hamburg und Bonn sprach man über Olaf Bremberg und seine Pläne.")
+    c = fp("Berlin, Hamburg und Bonn melden am Montag neue Zahlen.")
+    # "berlin", "hamburg", "bonn" are in every article of this window, "bremberg" in two
+    df = {k: 3 for k in ("e:berlin", "e:hamburg", "e:bonn")}
+    df.update({"e:bremberg": 2, "e:olaf": 2, "e:olaf bremberg": 2})
+    rarity = Rarity(df, 1000)
+    assert similarity(a, b, rarity=rarity).score > similarity(a, c, rarity=rarity).score
+    assert rarity.weight("e:bremberg") > rarity.weight("e:berlin") > 1.0
+    assert NO_RARITY.weight("e:berlin") == 1.0
+
+
+def test_event_match_needs_support_of_the_story_not_one_look_alike() -> None:
+    th = THRESHOLDS
+    me = fp(DE_OTHER, at=T0 + timedelta(hours=3))
+    # a story of three Brightlane-Solvex reports: joined
+    story = [Candidate(i, 7, fp(t)) for i, t in enumerate([WIRE, EN, DE_OTHER], start=1)]
+    assert assign(me, story, th).story_id == 7
+    # a story whose other articles are about something else: one look-alike is not enough
+    mixed = [
+        Candidate(1, 9, fp(WIRE)),
+        Candidate(2, 9, fp(OTHER_DEAL)),
+        Candidate(3, 9, fp(ROUND_1)),
+    ]
+    one = replace(th, support=1)
+    assert assign(me, mixed, one).story_id == 9
+    assert assign(me, mixed, th).story_id is None
+
+
+def test_feature_keys_and_blocking_keys() -> None:
+    f = fp(WIRE)
+    keys = blocking_keys(f)
+    assert f"h:{f.text_hash}" in keys
+    assert sum(k.startswith("b") and ":" in k for k in keys) == 16  # LSH bands
+    assert "e:solvex" in keys and "x:n:2.4" in keys
+    # all names of 3+ characters, all numbers, the most frequent terms find candidates ...
+    assert {f"e:{n}" for n in f.names if len(n) >= 3} | {f"x:{n}" for n in f.numbers} <= keys
+    assert f"t:de:{f.terms[0]}" in keys and f"t:de:{f.terms[-1]}" not in keys
+    # ... and every name, number and term weighs the evidence
+    assert len(feature_keys(f)) == len(f.names) + len(f.numbers) + len(f.terms)
+
+
+def test_undated_articles_carry_no_time_evidence() -> None:
+    index = InMemoryIndex()
+    index.add(1, fp(WIRE, at=None))
+    index.add(2, fp(OTHER_DEAL, at=T0 + timedelta(days=30)))
+    # an undated report meets a dated one whatever the clock says
+    a = index.add(3, fp(DE_OTHER, at=T0 + timedelta(days=31)))
+    assert a.story_id == 1 and a.level == "event"
