@@ -208,19 +208,24 @@ def plan_feed_alerts(
                 created_at=now,
             )
         )
-        changed.append(
-            GroupState(
-                key=key,
-                story_id=None,
-                metric=None,
-                status="broken",
-                episode=episode,
-                alerted_episode=episode,
-                opened_at=broken_since,
-                last_alert_at=now,
-            )
-        )
+        changed.append(_alerted_health(key, "broken", episode, broken_since, now))
     return alerts, changed
+
+
+def _alerted_health(
+    key: str, status: str, episode: int, opened_at: datetime, now: datetime
+) -> GroupState:
+    """The state of a health problem whose episode was just alerted."""
+    return GroupState(
+        key=key,
+        story_id=None,
+        metric=None,
+        status=status,
+        episode=episode,
+        alerted_episode=episode,
+        opened_at=opened_at,
+        last_alert_at=now,
+    )
 
 
 def _iso_or(when: datetime | None, default: str) -> str:
@@ -287,18 +292,7 @@ def plan_yield_alerts(
                 created_at=now,
             )
         )
-        changed.append(
-            GroupState(
-                key=key,
-                story_id=None,
-                metric=None,
-                status="collapsed",
-                episode=episode,
-                alerted_episode=episode,
-                opened_at=now,
-                last_alert_at=now,
-            )
-        )
+        changed.append(_alerted_health(key, "collapsed", episode, now, now))
     return alerts, changed
 
 

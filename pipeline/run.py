@@ -281,6 +281,32 @@ def _record_poll(
             repo.record_redirect(feed.id, None, REDIRECT_CONFIRMATIONS)
 
 
+def _add_from_entry(
+    repo: Repo,
+    feed: FeedState,
+    entry: FeedEntry,
+    url: str,
+    now: datetime,
+    status: str,
+    decision: TopicDecision | None,
+) -> tuple[int, bool]:
+    """Record an article from what the feed entry says (skipped or partial ones)."""
+    return repo.add_article(
+        key=url,
+        url=url,
+        guid=entry.guid,
+        outlet=feed.outlet,
+        lang=feed.lang,
+        published=entry.published,
+        title=entry.title,
+        summary=entry.summary,
+        now=now,
+        feed_id=feed.id,
+        status=status,
+        topic=_topic_fields(decision),
+    )
+
+
 def take_entry(
     store: Store,
     fetcher: Fetcher,
@@ -302,20 +328,7 @@ def take_entry(
         decision = decide_entry(analysis.topic, entry.title, entry.summary, feed.lang, extra_terms)
         if decision.keep is False:
             with store.unit() as repo:
-                repo.add_article(
-                    key=url,
-                    url=url,
-                    guid=entry.guid,
-                    outlet=feed.outlet,
-                    lang=feed.lang,
-                    published=entry.published,
-                    title=entry.title,
-                    summary=entry.summary,
-                    now=now,
-                    feed_id=feed.id,
-                    status="skipped",
-                    topic=_topic_fields(decision),
-                )
+                _add_from_entry(repo, feed, entry, url, now, "skipped", decision)
             report.articles_skipped += 1
             log.info("stage=topic outlet=%s url=%s status=skipped", feed.outlet, url)
             return
@@ -331,19 +344,7 @@ def take_entry(
             return
         # Keep what the feed itself says; the article is partial.
         with store.unit() as repo:
-            aid, created = repo.add_article(
-                key=url,
-                url=url,
-                guid=entry.guid,
-                outlet=feed.outlet,
-                lang=feed.lang,
-                published=entry.published,
-                title=entry.title,
-                summary=entry.summary,
-                now=now,
-                feed_id=feed.id,
-                status="partial",
-            )
+            aid, created = _add_from_entry(repo, feed, entry, url, now, "partial", decision)
             if created:
                 repo.add_version(
                     aid,
