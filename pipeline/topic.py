@@ -56,9 +56,14 @@ THRESHOLD_KEYS = (
     "entry_drop",
     "text_keep",
     "anchor_weight",
+    "support_weight",
+    "support_count",
     "title_weight",
     "extra_term_weight",
 )
+
+# Keys added after the first release: a topic config written before them still loads.
+THRESHOLD_DEFAULTS = {"support_weight": 1.0, "support_count": 2.0}
 
 # How many of the decisive terms a decision reports.
 MAX_REPORTED_TERMS = 8
@@ -73,7 +78,9 @@ class Thresholds:
     entry_keep: float  # entry score at or above: keep without fetching
     entry_drop: float  # entry score below: drop without fetching; between: fetch
     text_keep: float  # text score at or above: keep
-    anchor_weight: float  # keeping needs one matched term at least this heavy
+    anchor_weight: float  # keeping needs one matched term at least this heavy, or:
+    support_weight: float  # ... ``support_count`` distinct matched terms at least this heavy
+    support_count: float
     title_weight: float  # a match in the title counts this many times
     extra_term_weight: float  # weight of a feed's extra terms
 
@@ -350,7 +357,7 @@ def _weight_of_count(count: float) -> float:
 class _Score:
     value: float
     terms: tuple[str, ...]
-    anchored: bool  # a term of at least ``anchor_weight`` counted
+    anchored: bool  # one term of ``anchor_weight`` or enough distinct supporting terms counted
 
 
 def _score(topic: Topic, title: str, body: str, lang: str, extra_terms: Sequence[str]) -> _Score:
@@ -376,19 +383,25 @@ def _score(topic: Topic, title: str, body: str, lang: str, extra_terms: Sequence
     for context in lexicon.contexts:
         if any(w in found for w in context.when):
             cancelled.update(context.cancels)
+    th = topic.thresholds
     contributions: list[tuple[float, str]] = []
     anchored = False
+    supporting = 0
     for pattern in found - cancelled:
         term = terms[pattern]
         if term.weight == 0.0:
             continue
-        anchored = anchored or term.weight >= topic.thresholds.anchor_weight
-        count = topic.thresholds.title_weight * in_title.get(pattern, 0) + in_body.get(pattern, 0)
+        anchored = anchored or term.weight >= th.anchor_weight
+        supporting += term.weight >= th.support_weight
+        count = th.title_weight * in_title.get(pattern, 0) + in_body.get(pattern, 0)
         contributions.append((term.weight * _weight_of_count(count), pattern))
     score = float(sum(c for c, _ in contributions))
     # Strongest first; ties by name for a stable listing.
     contributions.sort(key=lambda cp: (-abs(cp[0]), cp[1]))
     names = tuple(p if c > 0 else f"-{p}" for c, p in contributions[:MAX_REPORTED_TERMS])
+    # Several distinct mid-weight names ("Meta" and "Llama", "Windsurf" and "coding agent")
+    # anchor an article together, where any number of mentions of one of them does not.
+    anchored = anchored or supporting >= th.support_count
     return _Score(round(score, 3), names, anchored)
 
 
@@ -449,6 +462,9 @@ def _load_thresholds(raw: object, path: Path) -> Thresholds:
         )
     values: dict[str, float] = {}
     for key in THRESHOLD_KEYS:
+        if key not in raw and key in THRESHOLD_DEFAULTS:
+            values[key] = THRESHOLD_DEFAULTS[key]
+            continue
         if key not in raw:
             raise ConfigError(f"[thresholds]: missing key {key!r}", path=str(path))
         value = _number(raw[key])
@@ -461,6 +477,11 @@ def _load_thresholds(raw: object, path: Path) -> Thresholds:
     if th.entry_drop > th.entry_keep:
         raise ConfigError(
             f"[thresholds]: entry_drop ({th.entry_drop}) is above entry_keep ({th.entry_keep})",
+            path=str(path),
+        )
+    if th.support_count < 2 or th.support_weight <= 0:
+        raise ConfigError(
+            "[thresholds]: support_count must be at least 2 and support_weight positive",
             path=str(path),
         )
     if th.title_weight <= 0 or th.extra_term_weight <= 0:

@@ -17,10 +17,10 @@ entry (they would have been lost had unclear entries been dropped without a
 fetch) and how many keep-items the entry stage dropped outright.
 
 Exits 1 when the fresh split falls below the floors pinned in ``FLOORS``.
-The dev split (``dev.*.jsonl``: a first part and ``dev.r1``, the fresh split of
-round 1, folded in after it was measured) was used to tune the lexicons and
-thresholds; the fresh split was written and labelled after that and measured
-once, without tuning. See docs/topic.md.
+The dev split (``dev.*.jsonl``: a first part, and ``dev.r1`` and ``dev.r2``, the
+fresh splits of rounds 1 and 2, folded in after they were measured) was used to
+tune the lexicons and thresholds; the fresh split was written and labelled after
+that and measured once, without tuning. See docs/topic.md.
 """
 
 from __future__ import annotations
@@ -39,13 +39,14 @@ from pipeline.topic import Topic, TopicDecision, decide_entry, decide_text, load
 DATA_DIR = Path(__file__).resolve().parent.parent / "tests" / "data" / "topic"
 
 # Pinned floors for the fresh split, per language: (precision, recall) of "keep".
-# Measured once on the fresh split (2026-11-22, 60 de + 60 en items written after
-# the lexicons were frozen): de P 1.000 R 0.929, en P 0.923 R 0.857. Floors are
-# those minus about 0.035. Never lower them to make a change pass; a change that
+# Round 3, measured once on the fresh split (2026-11-22, 64 de + 65 en items written
+# and labelled after the lexicons and thresholds were frozen): de P 0.970 R 1.000,
+# en P 0.900 R 0.818. Floors are those minus about 0.035. English is below the 0.92
+# aim (docs/topic.md says why). Never lower them to make a change pass; a change that
 # needs lower floors needs a new fresh split.
 FLOORS: dict[str, tuple[float, float]] = {
-    "de": (0.96, 0.89),
-    "en": (0.89, 0.82),
+    "de": (0.93, 0.96),
+    "en": (0.86, 0.78),
 }
 
 
