@@ -600,6 +600,7 @@ def analyse_pending(
     report: RunReport,
     progress: Any = None,
     stop: threading.Event | None = None,
+    renew: Callable[[], None] | None = None,
 ) -> set[int]:
     """Analyse every stored version not analysed yet, oldest first, one transaction each."""
     touched: set[int] = set()
@@ -609,6 +610,8 @@ def analyse_pending(
     for article in pending:
         if stop is not None and stop.is_set():
             break  # the rest waits for the next cycle, still unprocessed
+        if renew is not None:
+            renew()
         with store.unit() as repo:
             touched.add(analyse_version(repo, article, analysis, clock()))
         report.versions_processed += 1
@@ -759,11 +762,13 @@ def run_cycle(
     rng: random.Random | None = None,
     progress: Any = None,
     stop: threading.Event | None = None,
+    renew: Callable[[], None] | None = None,
 ) -> RunReport:
     """Poll the due feeds, analyse what is new, queue and send alerts.
 
     ``stop`` (set by the daemon's signal handler) ends the cycle after the item
-    in hand; everything finished so far is committed.
+    in hand; everything finished so far is committed. ``renew`` (the lease holder's)
+    is called between items, so that a cycle longer than the lease's TTL keeps it.
     """
     report = RunReport()
     rng = rng or random.Random()
@@ -775,11 +780,13 @@ def run_cycle(
         if stop is not None and stop.is_set():
             report.errors.append("stopped by signal before polling every due feed")
             break
+        if renew is not None:
+            renew()
         poll_feed(store, fetcher, feed, analysis, clock, rng, report)
         tracker.advance()
     if analysis.refetch_ladder:
         refetch_articles(store, fetcher, analysis, clock, report, stop)
-    finish_analysis(store, analysis, channels, clock, report, progress, stop)
+    finish_analysis(store, analysis, channels, clock, report, progress, stop, renew)
     with store.unit() as repo:
         repo.finish_run(run_id, clock(), report.as_dict())
     log.info("stage=cycle %s", report.summary())
@@ -794,9 +801,13 @@ def finish_analysis(
     report: RunReport,
     progress: Any = None,
     stop: threading.Event | None = None,
+    renew: Callable[[], None] | None = None,
 ) -> None:
     """Everything after storing articles: analysis, drift, outbox, delivery."""
-    touched = analyse_pending(store, analysis, clock, report, progress, stop)
+    touched = analyse_pending(store, analysis, clock, report, progress, stop, renew)
+    # Stories analysed by a run that was killed before it queued their alerts.
+    with store.unit() as repo:
+        touched |= repo.stories_analysed_since_last_run()
     update_alerts(store, touched, analysis, channels, clock, report)
     update_feed_alerts(store, analysis, channels, clock, report)
     deliver(store, channels, clock, report, analysis.delivery)

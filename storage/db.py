@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
@@ -35,9 +36,12 @@ def create_db_engine(url: str) -> Engine:
     except ArgumentError as e:
         raise StorageError(f"invalid database URL {url!r}: {e}") from e
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:":
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_path(url)
+        if path is not None and not parsed.query.get("uri"):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StorageError(f"cannot create {path.parent}: {e.strerror}") from e
         engine = create_engine(parsed, connect_args={"timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -47,7 +51,10 @@ def create_db_engine(url: str) -> Engine:
 def alembic_config(engine: Engine) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    # ConfigParser treats "%" as interpolation: escape it (percent-encoded passwords,
+    # "file%3A" in SQLite URIs) or every such URL fails with a traceback.
+    url = engine.url.render_as_string(hide_password=False)
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
 
@@ -56,10 +63,21 @@ def upgrade(engine: Engine) -> None:
     cfg = alembic_config(engine)
     try:
         with engine.begin() as conn:
+            if _at_head(conn, cfg):
+                return  # nothing to do, and no write lock: read-only databases still open
+            if engine.dialect.name == "sqlite":
+                # pysqlite runs DDL outside any transaction unless one is open: two first
+                # runs would race ("table ... already exists") and a run killed mid-way
+                # would leave half a schema. BEGIN IMMEDIATE takes the write lock (waiting
+                # up to the busy timeout): one process migrates, all or nothing, and the
+                # other then finds the schema current.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     except OperationalError as e:
-        raise StorageError(f"cannot migrate database {engine.url!r}: {e.orig}") from e
+        raise StorageError(
+            f"cannot migrate database {engine.url!r}: {explain(engine, e.orig)}"
+        ) from e
 
 
 def database_size(engine: Engine) -> int | None:
@@ -85,3 +103,39 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def _at_head(conn: Connection, cfg: Config) -> bool:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    return MigrationContext.configure(conn).get_current_revision() == head
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (``sqlite:///path`` or ``sqlite:///file:path?uri=true``)."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if parsed.query.get("uri"):
+        database = database.removeprefix("file:")
+        if not database or database.startswith(":memory:"):
+            return None
+    return Path(database).expanduser()
+
+
+def explain(engine: Engine, error: BaseException | None) -> str:
+    """SQLite's message, with the cause when the file or its directory is read-only."""
+    message = str(error)
+    path = sqlite_path(engine.url.render_as_string(hide_password=False))
+    if path is None:
+        return message
+    for p in (path, path.parent):
+        if p.exists() and not os.access(p, os.W_OK):
+            return (
+                f"{message} ({p} is read-only: newsdrift writes the database file and, "
+                "for SQLite's write-ahead log, files next to it)"
+            )
+    return message

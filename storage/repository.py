@@ -926,12 +926,27 @@ class Repo:
             except IntegrityError as e:
                 raise LeaseHeld(f"another newsdrift process holds the {name!r} lease") from e
             return
-        if row.holder != holder and row.expires_at > now and holder_alive(row.holder):
+        old_holder, old_expiry = row.holder, row.expires_at
+        if old_holder != holder and old_expiry > now and holder_alive(old_holder):
             raise LeaseHeld(
-                f"another newsdrift process ({row.holder}) holds the {name!r} lease "
-                f"until {row.expires_at.isoformat(timespec='seconds')}"
+                f"another newsdrift process ({old_holder}) holds the {name!r} lease "
+                f"until {old_expiry.isoformat(timespec='seconds')}"
             )
-        row.holder, row.expires_at = holder, now + ttl
+        # Compare-and-swap: two processes that both found the lease stale (or both read
+        # it before either wrote) cannot both take it; the loser sees 0 rows updated.
+        taken = self.s.execute(
+            update(LeaseRow)
+            .where(
+                LeaseRow.name == name,
+                LeaseRow.holder == old_holder,
+                LeaseRow.expires_at == old_expiry,
+            )
+            .values(holder=holder, expires_at=now + ttl)
+            .execution_options(synchronize_session=False)
+        )
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            raise LeaseHeld(f"another newsdrift process took the {name!r} lease just now")
+        self.s.expire(row)
 
     def release_lease(self, name: str, holder: str) -> None:
         self.s.execute(delete(LeaseRow).where(LeaseRow.name == name, LeaseRow.holder == holder))
@@ -996,6 +1011,24 @@ class Repo:
             self.s.execute(delete(ArticleVersionRow).where(ArticleVersionRow.id.in_(old)))
         return {"html_dropped": int(dropped_html or 0), "versions_deleted": len(old)}
 
+    def stories_analysed_since_last_run(self) -> set[int]:
+        """Live stories of versions analysed after the last finished run ended.
+
+        A run killed (or stopped) after analysing an article but before queueing its
+        story's alerts leaves exactly these behind; planning them again is harmless,
+        since alerts are keyed. The current run's own versions are included too.
+        """
+        last = self.s.scalar(select(func.max(RunRow.finished_at)))
+        q = (
+            select(ArticleRow.story_id)
+            .join(ArticleVersionRow, ArticleVersionRow.article_id == ArticleRow.id)
+            .where(ArticleVersionRow.processed_at.is_not(None), ArticleRow.story_id.is_not(None))
+            .distinct()
+        )
+        if last is not None:
+            q = q.where(ArticleVersionRow.processed_at > last)
+        return {self.live_story(sid) for sid in self.s.scalars(q) if sid is not None}
+
     def start_run(self, now: datetime) -> int:
         row = RunRow(started_at=now, report={})
         self.s.add(row)
@@ -1022,7 +1055,20 @@ def _group_state(r: AlertStateRow) -> GroupState:
 
 def lease_holder() -> str:
     """A holder name unique to one caller: host, process id and a random token."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return f"{host_id()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def host_id() -> str:
+    """The hostname, with the PID namespace where there is one.
+
+    Containers can share a hostname (``--network host`` copies the host's) but not
+    a PID namespace, and a pid only means something inside its namespace.
+    """
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return socket.gethostname()
+    return f"{socket.gethostname()}/{namespace.removeprefix('pid:').strip('[]')}"
 
 
 def holder_alive(holder: str) -> bool:
@@ -1032,7 +1078,7 @@ def holder_alive(holder: str) -> bool:
     (killed by SIGKILL or a crash) is taken over at once.
     """
     host, pid, *_ = [*holder.split(":"), "", ""]
-    if host != socket.gethostname() or not pid.isdigit():
+    if host != host_id() or not pid.isdigit():
         return True
     try:
         os.kill(int(pid), 0)

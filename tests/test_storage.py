@@ -12,7 +12,7 @@ import pytest
 from pipeline.errors import LeaseHeld, StorageError
 from pipeline.feeds import content_hash
 from pipeline.models import Alert, FeedConfig, Figure, Qualifier
-from storage.repository import Store, lease_holder
+from storage.repository import Store, host_id, lease_holder
 
 T = datetime(2025, 6, 13, 8, tzinfo=UTC)
 
@@ -222,7 +222,7 @@ def test_lease_of_a_dead_local_process_is_taken_over_at_once(store: Store) -> No
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    holder = f"{socket.gethostname()}:{dead.stdout.strip()}:abcd"
+    holder = f"{host_id()}:{dead.stdout.strip()}:abcd"
     with store.unit() as repo:
         repo.acquire_lease("cycle", holder, T, timedelta(minutes=30))
     with store.unit() as repo:
