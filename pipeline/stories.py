@@ -23,6 +23,8 @@ import heapq
 import logging
 import math
 import re
+import sys
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,8 +75,8 @@ class Thresholds:
     merge: float = 0.31  # similarity to a second story at or above which the two merge
     window_days: float = 4.0  # sliding window of candidate stories
     time_scale_days: float = 3.0  # similarity halves when articles are this far apart (a priori)
-    per_key_cap: int = 50  # newest postings per blocking key handed to assign()
-    stop_key_df: int = 200  # keys of more window articles than this find no candidates
+    per_key_cap: int = 30  # newest postings per blocking key handed to assign()
+    stop_key_df: int = 150  # keys of more window articles than this find no candidates
     max_candidates: int = 15  # candidates scored, those sharing the most keys first
     min_shared_keys: int = 3  # candidates sharing fewer blocking keys are not scored
     # evidence weights of the event similarity (names, salient terms, numbers, headline)
@@ -184,12 +186,17 @@ def fingerprint(doc: Document, figures: Sequence[Figure]) -> Fingerprint:
 
 
 def _band_keys(minhash: Sequence[int]) -> list[str]:
+    """LSH band keys: a stable hash of each band's rows (little-endian uint64 bytes)."""
     rows = len(minhash) // LSH_BANDS
-    keys = []
-    for b in range(LSH_BANDS):
-        chunk = ",".join(str(v) for v in minhash[b * rows : (b + 1) * rows])
-        keys.append(f"b{b}:" + hashlib.blake2b(chunk.encode(), digest_size=8).hexdigest())
-    return keys
+    packed = array("Q", minhash)
+    if sys.byteorder != "little":
+        packed.byteswap()
+    raw = packed.tobytes()
+    width = 8 * rows
+    return [
+        f"b{b}:" + hashlib.blake2b(raw[b * width : (b + 1) * width], digest_size=8).hexdigest()
+        for b in range(LSH_BANDS)
+    ]
 
 
 def blocking_keys(fp: Fingerprint) -> set[str]:
