@@ -555,7 +555,17 @@ def analyse_version(repo: Repo, article: StoredArticle, analysis: Analysis, now:
         )  # a new version keeps its story: ids are stable
         level, score = "kept", 1.0
     else:
-        raw = repo.candidates(keys, published - analysis.window, exclude=article.id)
+        since = published - analysis.window
+        th = stories.THRESHOLDS
+        raw = repo.candidates(
+            keys,
+            since,
+            per_key=th.per_key_cap,
+            stop_df=th.stop_key_df,
+            max_candidates=th.max_candidates,
+            min_shared=th.min_shared_keys,
+            exclude=article.id,
+        )
         candidates = [
             stories.Candidate(
                 article_id=aid, story_id=sid, fingerprint=stories.Fingerprint.from_json(fj)
@@ -563,7 +573,9 @@ def analyse_version(repo: Repo, article: StoredArticle, analysis: Analysis, now:
             for aid, sid, fj in raw
             if fj
         ]
-        decision = stories.assign(fp, candidates)
+        features = sorted(stories.feature_keys(fp))
+        rarity = stories.Rarity(repo.key_counts(features, since), repo.window_size(since))
+        decision = stories.assign(fp, candidates, rarity=rarity)
         if decision.story_id is None:
             story_id = repo.create_story(article.title, published)
         else:

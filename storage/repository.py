@@ -528,36 +528,83 @@ class Repo:
     # --- stories ----------------------------------------------------------------------------
 
     def candidates(
-        self, keys: Iterable[str], since: datetime, *, per_key: int = 50, exclude: int = 0
+        self,
+        keys: Iterable[str],
+        since: datetime,
+        *,
+        per_key: int = 30,
+        stop_df: int = 150,
+        max_candidates: int = 15,
+        min_shared: int = 3,
+        exclude: int = 0,
     ) -> list[tuple[int, int, dict[str, Any]]]:
-        """(article id, story id, fingerprint) of articles sharing a key, newest first.
+        """(article id, story id, fingerprint) of the articles sharing most keys.
 
-        Each key contributes its ``per_key`` newest postings inside the window,
-        so a very common key costs a bounded amount.
+        The same blocking as the clustering's in-memory index: each key contributes
+        its ``per_key`` newest postings in the window; a key held by more than
+        ``stop_df`` window articles contributes none; the ``max_candidates`` articles
+        sharing the most keys (at least ``min_shared``) are returned. One statement
+        for all keys.
         """
-        found: dict[int, None] = {}
-        for key in sorted(set(keys)):
-            q = (
-                select(StoryKeyRow.article_id)
-                .where(StoryKeyRow.key == key, StoryKeyRow.published >= since)
-                .order_by(StoryKeyRow.published.desc())
-                .limit(per_key)
-            )
-            for aid in self.s.scalars(q):
-                if aid != exclude:
-                    found.setdefault(aid, None)
-        if not found:
+        wanted = sorted(set(keys))
+        if not wanted:
+            return []
+        df = self.key_counts(wanted, since)
+        usable = [k for k in wanted if df.get(k, 0) < per_key or df.get(k, 0) <= stop_df]
+        if not usable:
+            return []
+        rank = (
+            func.row_number()
+            .over(partition_by=StoryKeyRow.key, order_by=StoryKeyRow.published.desc())
+            .label("rank")
+        )
+        ranked = (
+            select(StoryKeyRow.article_id, rank)
+            .where(StoryKeyRow.key.in_(usable), StoryKeyRow.published >= since)
+            .subquery()
+        )
+        shared = func.count().label("shared")
+        top = (
+            select(ranked.c.article_id, shared)
+            .where(ranked.c.rank <= per_key, ranked.c.article_id != exclude)
+            .group_by(ranked.c.article_id)
+            .having(shared >= min_shared)
+            .order_by(shared.desc(), ranked.c.article_id.desc())
+            .limit(max_candidates)
+        )
+        order = {aid: i for i, (aid, _n) in enumerate(self.s.execute(top))}
+        if not order:
             return []
         rows = self.s.execute(
             select(ArticleRow.id, ArticleRow.story_id, ArticleRow.fingerprint).where(
-                ArticleRow.id.in_(list(found)), ArticleRow.story_id.is_not(None)
+                ArticleRow.id.in_(list(order)), ArticleRow.story_id.is_not(None)
             )
         )
+        live: dict[int, int] = {}  # merges followed once per story, not once per article
         out = []
         for aid, sid, fp in rows:
-            out.append((aid, self.live_story(sid), fp or {}))
-        out.sort(key=lambda r: r[0], reverse=True)
+            if sid not in live:
+                live[sid] = self.live_story(sid)
+            out.append((aid, live[sid], fp or {}))
+        out.sort(key=lambda r: order[r[0]])
         return out
+
+    def key_counts(self, keys: Sequence[str], since: datetime) -> dict[str, int]:
+        """How many window articles hold each key (document frequencies)."""
+        q = (
+            select(StoryKeyRow.key, func.count())
+            .where(StoryKeyRow.key.in_(list(keys)), StoryKeyRow.published >= since)
+            .group_by(StoryKeyRow.key)
+        )
+        return {k: int(n) for k, n in self.s.execute(q)}
+
+    def window_size(self, since: datetime) -> int:
+        """Articles with a story published inside the window."""
+        q = select(func.count(ArticleRow.id)).where(
+            ArticleRow.story_id.is_not(None),
+            func.coalesce(ArticleRow.published, ArticleRow.first_seen) >= since,
+        )
+        return int(self.s.scalar(q) or 0)
 
     def live_story(self, story_id: int) -> int:
         """Follow merges to the story that holds ``story_id`` now."""

@@ -176,7 +176,7 @@ def test_story_merge_is_recorded_and_followed(store: Store) -> None:
         assert repo.live_story(s2) == s1
         [story] = repo.stories()
         assert story.id == s1 and set(story.articles) == {"a", "b"}
-        cands = repo.candidates(["k"], T - timedelta(days=1))
+        cands = repo.candidates(["k"], T - timedelta(days=1), min_shared=1)
         assert {c[1] for c in cands} == {s1}
 
 
