@@ -15,7 +15,9 @@ import logging
 import math
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -250,8 +252,8 @@ def run(ctx: click.Context, metrics_file: Path | None) -> None:
     process holds the database lease, 1 when the run itself could not work.
     """
     app = _app(ctx)
-    with progress_display() as progress:
-        report = app.run_once(progress=progress)
+    with progress_display() as progress, stop_on_signals() as stop:
+        report = app.run_once(progress=progress, stop=stop)
     if metrics_file:
         app.write_metrics(metrics_file)
     click.echo(report.summary())
@@ -688,6 +690,23 @@ def db_upgrade(ctx: click.Context) -> None:
         click.echo(f"database schema: {before or 'empty'} -> {current_revision(engine)}")
     finally:
         engine.dispose()
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM/SIGINT set a flag: the cycle finishes the item in hand, commits and ends."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.warning("stage=run signal=%s status=stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 @contextlib.contextmanager

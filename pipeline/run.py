@@ -334,7 +334,7 @@ def take_entry(
             return
     try:
         page: FetchResult = fetcher.fetch(entry.url, kind="article")
-        html, _how = decode_html(page.content, page.headers)
+        html, decoded_by = decode_html(page.content, page.headers)
         extracted = extract_article(html, page.url)
     except (FetchError, ParseError) as e:
         if not entry.summary.strip():
@@ -392,6 +392,7 @@ def take_entry(
                 fetched_at=now,
                 content_hash=digest,
                 html=html,
+                decoded_by=decoded_by,
             )
             if _keep_status(decision) != "skipped":
                 step, at = next_rung(analysis.refetch_ladder, entry.published or now, now, 0)
@@ -445,7 +446,7 @@ def refetch_articles(
             if page.not_modified:
                 extracted = None
             else:
-                html, _how = decode_html(page.content, page.headers)
+                html, decoded_by = decode_html(page.content, page.headers)
                 extracted = extract_article(html, page.url)
         except (FetchError, ParseError) as e:
             with store.unit() as repo:
@@ -464,6 +465,7 @@ def refetch_articles(
                         fetched_at=clock(),
                         content_hash=digest,
                         html=html,
+                        decoded_by=decoded_by,
                     )
                     if version is not None:
                         report.articles_edited += 1

@@ -118,6 +118,18 @@ def due_feed_count(session: Session, now: datetime) -> int:
     )
 
 
+def pending_article_ids(session: Session) -> list[int]:
+    """Articles with a kept version not analysed yet (the sweep's cheap scan)."""
+    rows = session.execute(
+        text(
+            "SELECT DISTINCT v.article_id FROM article_versions v "
+            "JOIN articles a ON a.id = v.article_id "
+            "WHERE v.processed_at IS NULL AND a.status <> 'skipped' ORDER BY v.article_id"
+        )
+    )
+    return [int(r[0]) for r in rows]
+
+
 # --- the per-domain budget shared through the database ------------------------------------------
 
 

@@ -404,6 +404,7 @@ class Repo:
         fetched_at: datetime,
         content_hash: str,
         html: str | None = None,
+        decoded_by: str | None = None,
     ) -> int | None:
         """Store a new version unless a stored one has the same ``content_hash``
         (the caller's hash, which ignores what is no edit); returns its id."""
@@ -433,6 +434,7 @@ class Repo:
             text=text,
             html_gz=gzip.compress(html.encode("utf-8")) if html is not None else None,
             method=method,
+            decoded_by=decoded_by,
             fetched_at=fetched_at,
             # A first version tells what the article said when published; a
             # later one what it said when we fetched it.

@@ -135,6 +135,8 @@ class ArticleVersionRow(Base):
     text: Mapped[str] = mapped_column(Text)
     html_gz: Mapped[bytes | None] = mapped_column(LargeBinary)
     method: Mapped[str] = mapped_column(String(40))
+    # How the page's bytes were decoded: http (charset header), bom, meta, detected.
+    decoded_by: Mapped[str | None] = mapped_column(String(20))
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # When newsdrift learnt what this version says: the publication time for a
     # first version, the fetch time for later ones. `drift --as-of` filters on it.

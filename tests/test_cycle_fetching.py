@@ -128,6 +128,9 @@ def test_headline_guid_and_url_changes_make_no_second_article(tmp_path: Path, si
     ]
     app = make_app(tmp_path, site, clock)
     assert app.run_once().articles_new == 1
+    assert app.store is not None
+    with app.store.engine.connect() as conn:  # which decoding step gave the text is recorded
+        assert conn.exec_driver_sql("select decoded_by from article_versions").scalar_one() == "http"
 
     # Headline edited, GUID scheme changed, tracking parameters added.
     site.etag = '"v2"'

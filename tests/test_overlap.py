@@ -239,6 +239,21 @@ def test_sigterm_mid_cycle_exits_zero_within_bound_and_releases_the_lease(env: E
     _assert_complete(env, db)
 
 
+def test_sigterm_mid_run_exits_zero_after_committing_the_item_in_hand(env: Env) -> None:
+    db, url = _fresh_db(env, "sigterm-run")
+    run = start_newsdrift(url, env.config, "run")
+    with slow_outlets(env):
+        _in_cycle(env, run)
+        stopped, took = _stop(run)
+    assert stopped.returncode == 0, describe(stopped)
+    assert took < STOP_BOUND_S
+    assert "Traceback" not in stopped.stderr, describe(stopped)
+    assert integrity_check(db) == "ok"
+    result = newsdrift(url, env.config, "run")  # the lease is free; the rest gets done
+    assert result.returncode == 0, describe(result)
+    _assert_complete(env, db)
+
+
 class _SteppingClock:
     """An injected clock that moves ``step`` ahead at every reading (thread-safe)."""
 
