@@ -125,7 +125,11 @@ class ArticleRow(Base):
 
 class ArticleVersionRow(Base):
     __tablename__ = "article_versions"
-    __table_args__ = (UniqueConstraint("article_id", "content_hash"),)
+    __table_args__ = (
+        UniqueConstraint("article_id", "content_hash"),
+        # newest-version test of the drift queries (migration 0003)
+        Index("ix_article_versions_article_number", "article_id", "number"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     article_id: Mapped[int] = mapped_column(ForeignKey("articles.id"), index=True)
@@ -168,7 +172,11 @@ class StoryMergeRow(Base):
 
 class FigureRow(Base):
     __tablename__ = "figures"
-    __table_args__ = (UniqueConstraint("version_id", "start", "end", "unit"),)
+    __table_args__ = (
+        UniqueConstraint("version_id", "start", "end", "unit"),
+        # a version's observations without visiting its other figures (migration 0003)
+        Index("ix_figures_version_metric", "version_id", "metric", "kind"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("article_versions.id"), index=True)
