@@ -284,6 +284,54 @@ def daemon(ctx: click.Context, interval: float | None, metrics_file: Path | None
 
 
 @main.command()
+@click.option("--concurrency", type=int, default=2, show_default=True, help="Tasks run at once.")
+@click.option(
+    "--feed-threads", type=int, default=2, show_default=True, help="Threads polling feeds."
+)
+@click.option(
+    "--claim-ttl",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds after which a dead worker's feed claims lapse.",
+)
+@click.option(
+    "--stalled-after",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds without heartbeat after which a dead worker's jobs run elsewhere.",
+)
+@click.pass_context
+@clean_errors
+def worker(
+    ctx: click.Context,
+    concurrency: int,
+    feed_threads: int,
+    claim_ttl: float,
+    stalled_after: float,
+) -> None:
+    """Run one of many workers on a PostgreSQL database until stopped (SIGTERM/SIGINT).
+
+    Claims due feeds, polls them politely (the per-domain budget is shared by all
+    workers) and runs analysis, drift and alerts as Procrastinate tasks.
+    """
+    from datetime import timedelta
+
+    from pipeline.worker import WorkerOptions, run_worker
+
+    run_worker(
+        _app(ctx),
+        WorkerOptions(
+            concurrency=concurrency,
+            feed_threads=feed_threads,
+            claim_ttl=timedelta(seconds=claim_ttl),
+            stalled_after_s=stalled_after,
+        ),
+    )
+
+
+@main.command()
 @click.option(
     "--jsonl",
     "path",

@@ -557,7 +557,7 @@ def analyse_version(repo: Repo, article: StoredArticle, analysis: Analysis, now:
         )  # a new version keeps its story: ids are stable
         level, score = "kept", 1.0
     else:
-        since = published - analysis.window
+        since, until = published - analysis.window, published + analysis.window
         th = stories.THRESHOLDS
         raw = repo.candidates(
             keys,
@@ -567,6 +567,7 @@ def analyse_version(repo: Repo, article: StoredArticle, analysis: Analysis, now:
             max_candidates=th.max_candidates,
             min_shared=th.min_shared_keys,
             exclude=article.id,
+            until=until,
         )
         candidates = [
             stories.Candidate(
@@ -576,7 +577,9 @@ def analyse_version(repo: Repo, article: StoredArticle, analysis: Analysis, now:
             if fj
         ]
         features = sorted(stories.feature_keys(fp))
-        rarity = stories.Rarity(repo.key_counts(features, since), repo.window_size(since))
+        rarity = stories.Rarity(
+            repo.key_counts(features, since, until), repo.window_size(since, until)
+        )
         decision = stories.assign(fp, candidates, rarity=rarity)
         if decision.story_id is None:
             story_id = repo.create_story(article.title, published)
@@ -650,19 +653,28 @@ def update_alerts(
     touched = set(story_ids)
     for story_id in sorted(touched | waiting):
         with store.unit() as repo:
-            live = repo.live_story(story_id)
-            history = repo.observations(story_id=live, history=True)
-            found = findings(history, analysis.drift) + revisions(history, analysis.drift)
-            titles = {s.id: s.title for s in repo.stories(live)}
-            states = repo.alert_states([live])
-            now = clock()
-            alerts, changed = plan_alerts(found, states, analysis.alerts, titles, now)
-            repo.save_alert_states(changed, now)
-            for alert in alerts:
-                if repo.add_alert(alert, [c.name for c in channels if alert.kind in c.kinds]):
-                    report.alerts_new += 1
-                    log.info("stage=alert story=%d key=%s status=queued", live, alert.key)
+            report.alerts_new += update_story_alerts(repo, story_id, analysis, channels, clock())
     report.stories_touched += len(touched)
+
+
+def update_story_alerts(
+    repo: Repo, story_id: int, analysis: Analysis, channels: Sequence[Channel], now: datetime
+) -> int:
+    """One story's findings and the alerts they call for, queued in ``repo``'s
+    transaction; returns how many alerts were new."""
+    live = repo.live_story(story_id)
+    history = repo.observations(story_id=live, history=True)
+    found = findings(history, analysis.drift) + revisions(history, analysis.drift)
+    titles = {s.id: s.title for s in repo.stories(live)}
+    states = repo.alert_states([live])
+    alerts, changed = plan_alerts(found, states, analysis.alerts, titles, now)
+    repo.save_alert_states(changed, now)
+    new = 0
+    for alert in alerts:
+        if repo.add_alert(alert, [c.name for c in channels if alert.kind in c.kinds]):
+            new += 1
+            log.info("stage=alert story=%d key=%s status=queued", live, alert.key)
+    return new
 
 
 def update_feed_alerts(

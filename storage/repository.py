@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, and_, delete, func, or_, select, update
@@ -53,6 +53,8 @@ from storage.tables import (
 )
 
 INF = float("inf")
+# The open upper end of a time window.
+MAX_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,10 @@ HTML_GZIP_LEVEL = 6
 class Store:
     """The database: opened (and migrated) once per process, at an entry point."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, repo_class: type[Repo] | None = None) -> None:
         self.engine = engine
+        # `newsdrift worker` hands a Repo subclass that defers tasks and takes locks.
+        self.repo_class: type[Repo] = repo_class or Repo
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> Store:
@@ -129,7 +133,7 @@ class Store:
         """One transaction: committed on success, rolled back on any exception."""
         with Session(self.engine, expire_on_commit=False) as session:
             try:
-                yield Repo(session)
+                yield self.repo_class(session)
                 session.commit()
             except OperationalError as e:
                 session.rollback()
@@ -207,8 +211,12 @@ class Repo:
             ttl_minutes=row.ttl_minutes,
         )
 
-    def feeds(self, *, due_at: datetime | None = None) -> list[FeedState]:
+    def feeds(
+        self, *, due_at: datetime | None = None, ids: Sequence[int] | None = None
+    ) -> list[FeedState]:
         q = select(FeedRow, OutletRow.name).join(OutletRow).order_by(FeedRow.id)
+        if ids is not None:
+            q = q.where(FeedRow.id.in_(list(ids)))
         if due_at is not None:
             q = q.where(or_(FeedRow.next_due_at.is_(None), FeedRow.next_due_at <= due_at))
         return [self._feed_state(row, name) for row, name in self.s.execute(q)]
@@ -451,8 +459,10 @@ class Repo:
         self.s.flush()
         return row.id
 
-    def pending_versions(self, limit: int | None = None) -> list[StoredArticle]:
-        """Kept article versions not yet analysed, oldest publication first."""
+    def pending_versions(
+        self, limit: int | None = None, *, article_id: int | None = None
+    ) -> list[StoredArticle]:
+        """Kept article versions not yet analysed (of one article), oldest publication first."""
         q = (
             select(ArticleVersionRow, ArticleRow, OutletRow.name)
             .join(ArticleRow, ArticleRow.id == ArticleVersionRow.article_id)
@@ -463,6 +473,8 @@ class Repo:
                 ArticleVersionRow.id,
             )
         )
+        if article_id is not None:
+            q = q.where(ArticleVersionRow.article_id == article_id)
         if limit:
             q = q.limit(limit)
         return [
@@ -546,6 +558,7 @@ class Repo:
         max_candidates: int = 15,
         min_shared: int = 3,
         exclude: int = 0,
+        until: datetime | None = None,
     ) -> list[tuple[int, int, dict[str, Any]]]:
         """(article id, story id, fingerprint) of the articles sharing most keys.
 
@@ -553,12 +566,14 @@ class Repo:
         its ``per_key`` newest postings in the window; a key held by more than
         ``stop_df`` window articles contributes none; the ``max_candidates`` articles
         sharing the most keys (at least ``min_shared``) are returned. One statement
-        for all keys.
+        for all keys. The window is [``since``, ``until``]: the upper bound matters
+        when articles are analysed out of publication order (several workers, a late
+        feed), since a newer article is as far from an old one as the window allows.
         """
         wanted = sorted(set(keys))
         if not wanted:
             return []
-        df = self.key_counts(wanted, since)
+        df = self.key_counts(wanted, since, until)
         usable = [k for k in wanted if df.get(k, 0) < per_key or df.get(k, 0) <= stop_df]
         if not usable:
             return []
@@ -569,7 +584,11 @@ class Repo:
         )
         ranked = (
             select(StoryKeyRow.article_id, rank)
-            .where(StoryKeyRow.key.in_(usable), StoryKeyRow.published >= since)
+            .where(
+                StoryKeyRow.key.in_(usable),
+                StoryKeyRow.published >= since,
+                StoryKeyRow.published <= (until or MAX_TIME),
+            )
             .subquery()
         )
         shared = func.count().label("shared")
@@ -598,20 +617,28 @@ class Repo:
         out.sort(key=lambda r: order[r[0]])
         return out
 
-    def key_counts(self, keys: Sequence[str], since: datetime) -> dict[str, int]:
+    def key_counts(
+        self, keys: Sequence[str], since: datetime, until: datetime | None = None
+    ) -> dict[str, int]:
         """How many window articles hold each key (document frequencies)."""
         q = (
             select(StoryKeyRow.key, func.count())
-            .where(StoryKeyRow.key.in_(list(keys)), StoryKeyRow.published >= since)
+            .where(
+                StoryKeyRow.key.in_(list(keys)),
+                StoryKeyRow.published >= since,
+                StoryKeyRow.published <= (until or MAX_TIME),
+            )
             .group_by(StoryKeyRow.key)
         )
         return {k: int(n) for k, n in self.s.execute(q)}
 
-    def window_size(self, since: datetime) -> int:
+    def window_size(self, since: datetime, until: datetime | None = None) -> int:
         """Articles with a story published inside the window."""
+        published = func.coalesce(ArticleRow.published, ArticleRow.first_seen)
         q = select(func.count(ArticleRow.id)).where(
             ArticleRow.story_id.is_not(None),
-            func.coalesce(ArticleRow.published, ArticleRow.first_seen) >= since,
+            published >= since,
+            published <= (until or MAX_TIME),
         )
         return int(self.s.scalar(q) or 0)
 

@@ -82,6 +82,9 @@ class FeedRow(Base):
     ttl_minutes: Mapped[int | None] = mapped_column(Integer)  # the feed's <ttl>
     redirect_to: Mapped[str | None] = mapped_column(String(2000))
     redirect_seen: Mapped[int] = mapped_column(Integer, default=0)
+    # `newsdrift worker`: the worker polling this feed now, and when its claim lapses.
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    claim_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class StoryRow(Base):
@@ -256,6 +259,18 @@ class LeaseRow(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CrawlDomainRow(Base):
+    """Per registrable domain, shared by every worker: when the next request may start,
+    and until when a Retry-After holds (`newsdrift worker`; see storage/claims.py)."""
+
+    __tablename__ = "crawl_domains"
+
+    domain: Mapped[str] = mapped_column(String(300), primary_key=True)
+    next_start_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    min_gap_s: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class RunRow(Base):

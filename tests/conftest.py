@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+# The throwaway PostgreSQL cluster and the both-backends `new_db` fixture.
+pytest_plugins = ("tests.pg",)
+
 _LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
+from tests.pg import DbFactory
 
 SEEDS = Path(__file__).resolve().parent / "data" / "figures" / "seeds"
 SEED_A = (SEEDS / "000_6f4135ff7f279fe5.txt").read_text(encoding="utf-8")
@@ -44,7 +45,7 @@ def article(ident: str, outlet: str, text: str, ts: str, title: str = "Meta und 
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, Any]:
+def env(tmp_path: Path, new_db: DbFactory) -> dict[str, Any]:
     cfg = tmp_path / "cfg"
     cfg.mkdir()
     (cfg / "newsdrift.toml").write_text(
@@ -52,7 +53,7 @@ def env(tmp_path: Path) -> dict[str, Any]:
     )
     (cfg / "feeds.toml").write_text("# no feeds\n")
     return {
-        "base": ["--db", f"sqlite:///{tmp_path / 'nd.db'}", "--config", str(cfg)],
+        "base": ["--db", new_db(), "--config", str(cfg)],
         "tmp": tmp_path,
         "cfg": cfg,
     }

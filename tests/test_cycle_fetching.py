@@ -17,6 +17,7 @@ from pipeline.app import App
 from pipeline.models import FeedConfig
 from pipeline.settings import load_settings
 from tests.httpserver import LoopbackServer, RecordedRequest, Reply
+from tests.pg import DbFactory
 
 T0 = datetime(2025, 6, 13, 8, tzinfo=UTC)
 
@@ -96,14 +97,14 @@ class Clock:
         return self.now
 
 
-def make_app(tmp_path: Path, site: Site, clock: Clock) -> App:
+def make_app(tmp_path: Path, site: Site, clock: Clock, db_url: str) -> App:
     s = load_settings(None)
     s = dataclasses.replace(
         s,
         fetch=dataclasses.replace(s.fetch, allow_private=True, per_domain_min_gap_s=0.0),
         alerts=dataclasses.replace(s.alerts, console=False, log_file=str(tmp_path / "a.log")),
     )
-    app = App(db_url=f"sqlite:///{tmp_path / 'nd.db'}", settings=s, sync_feeds=False, clock=clock)
+    app = App(db_url=db_url, settings=s, sync_feeds=False, clock=clock)
     with app._store().unit() as repo:
         repo.add_feed(
             FeedConfig(url=site.url("/feed.xml"), outlet="ki.example", lang="de", on_topic=True),
@@ -120,17 +121,21 @@ def make_due(app: App, clock: Clock) -> None:
             )
 
 
-def test_headline_guid_and_url_changes_make_no_second_article(tmp_path: Path, site: Site) -> None:
+def test_headline_guid_and_url_changes_make_no_second_article(
+    tmp_path: Path, site: Site, new_db: DbFactory
+) -> None:
     clock = Clock(T0 + timedelta(minutes=1))
     site.page("/a/1", "14,8")
     site.entries = [
         {"title": "Meta steigt bei Scale AI ein", "link": site.url("/a/1"), "guid": "g-1"}
     ]
-    app = make_app(tmp_path, site, clock)
+    app = make_app(tmp_path, site, clock, new_db())
     assert app.run_once().articles_new == 1
     assert app.store is not None
     with app.store.engine.connect() as conn:  # which decoding step gave the text is recorded
-        assert conn.exec_driver_sql("select decoded_by from article_versions").scalar_one() == "http"
+        assert (
+            conn.exec_driver_sql("select decoded_by from article_versions").scalar_one() == "http"
+        )
 
     # Headline edited, GUID scheme changed, tracking parameters added.
     site.etag = '"v2"'
@@ -159,13 +164,15 @@ def test_headline_guid_and_url_changes_make_no_second_article(tmp_path: Path, si
     assert len(app.articles()) == 1
 
 
-def test_edits_are_caught_on_the_refetch_ladder(tmp_path: Path, site: Site) -> None:
+def test_edits_are_caught_on_the_refetch_ladder(
+    tmp_path: Path, site: Site, new_db: DbFactory
+) -> None:
     clock = Clock(T0 + timedelta(minutes=1))
     site.page("/a/1", "14,8", etag='"p1"')
     site.entries = [
         {"title": "Meta steigt bei Scale AI ein", "link": site.url("/a/1"), "guid": "g-1"}
     ]
-    app = make_app(tmp_path, site, clock)
+    app = make_app(tmp_path, site, clock, new_db())
     app.run_once()
 
     # 15 minutes on: the page answers 304 to the conditional re-fetch.
@@ -201,14 +208,14 @@ def test_edits_are_caught_on_the_refetch_ladder(tmp_path: Path, site: Site) -> N
     assert len([r for r in site.server.requests if r.path == "/a/1"]) == count
 
 
-def test_a_good_citizen_over_a_simulated_day(tmp_path: Path, site: Site) -> None:
+def test_a_good_citizen_over_a_simulated_day(tmp_path: Path, site: Site, new_db: DbFactory) -> None:
     clock = Clock(T0)
     site.page("/a/1", "14,8")
     site.entries = [
         {"title": "Meta steigt bei Scale AI ein", "link": site.url("/a/1"), "guid": "g-1"}
     ]
     site.max_age = 3600  # longer than the feed's 30-minute interval
-    app = make_app(tmp_path, site, clock)
+    app = make_app(tmp_path, site, clock, new_db())
     times: list[datetime] = []
     while clock.now < T0 + timedelta(days=1):
         before = len([r for r in site.server.requests if r.path.startswith("/feed.xml")])
@@ -227,7 +234,9 @@ def test_a_good_citizen_over_a_simulated_day(tmp_path: Path, site: Site) -> None
     assert status["feeds_failing"] == 0
 
 
-def test_broken_feeds_fail_alone_with_clear_messages(tmp_path: Path, site: Site) -> None:
+def test_broken_feeds_fail_alone_with_clear_messages(
+    tmp_path: Path, site: Site, new_db: DbFactory
+) -> None:
     clock = Clock(T0 + timedelta(minutes=1))
     site.page("/a/1", "14,8")
     site.entries = [
@@ -257,7 +266,7 @@ def test_broken_feeds_fail_alone_with_clear_messages(tmp_path: Path, site: Site)
             200, {"Content-Type": "application/rss+xml"}, b"<rss>" + b" " * 3_000_000 + b"</rss>"
         ),
     )
-    app = make_app(tmp_path, site, clock)
+    app = make_app(tmp_path, site, clock, new_db())
     assert app.settings is not None
     app.settings = dataclasses.replace(
         app.settings, fetch=dataclasses.replace(app.settings.fetch, max_bytes=1_000_000)

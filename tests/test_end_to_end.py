@@ -24,6 +24,7 @@ from pipeline.feeds import normalize_url
 from pipeline.models import FeedConfig
 from pipeline.notify import StreamChannel
 from pipeline.settings import load_settings
+from tests.pg import DbFactory
 
 DEMO = Path(__file__).resolve().parent.parent / "pipeline" / "demo_data"
 SEEDS = Path(__file__).resolve().parent / "data" / "figures" / "seeds"
@@ -40,14 +41,13 @@ def _demo_settings():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def demo_run(new_db: DbFactory) -> Iterator[dict[str, Any]]:
     """Two cycles over the demo outlets; returns what a user would query."""
-    tmp = tmp_path_factory.mktemp("e2e")
     out = io.StringIO()
     manifest = tomllib.loads((DEMO / "outlets.toml").read_text(encoding="utf-8"))
     with serve_demo() as site:
         app = App(
-            db_url=f"sqlite:///{tmp / 'nd.db'}",
+            db_url=new_db("e2e"),
             settings=_demo_settings(),
             channels=[StreamChannel(out)],
             sync_feeds=False,
@@ -170,7 +170,7 @@ SEED_META = [
 ]
 
 
-def test_ingest_seeds_then_stories_and_diverging_drift(tmp_path: Path) -> None:
+def test_ingest_seeds_then_stories_and_diverging_drift(tmp_path: Path, new_db: DbFactory) -> None:
     lines = []
     for name, outlet, title, ts in SEED_META:
         ident = name.split("_")[0]
@@ -190,7 +190,7 @@ def test_ingest_seeds_then_stories_and_diverging_drift(tmp_path: Path) -> None:
         )
     src = tmp_path / "seeds.jsonl"
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    db = f"sqlite:///{tmp_path / 'seeds.db'}"
+    db = new_db("seeds")
     cfg = tmp_path / "cfg"
     cfg.mkdir()
     (cfg / "newsdrift.toml").write_text(

@@ -21,6 +21,7 @@ from pipeline.models import Alert
 from pipeline.notify import AppriseChannel, FileChannel, NotifyError, StreamChannel
 from pipeline.run import RunReport, deliver
 from storage.repository import Store
+from tests.pg import DbFactory
 
 T = datetime(2025, 6, 13, 8, tzinfo=UTC)
 
@@ -119,11 +120,11 @@ def test_file_and_stream_channels(tmp_path: Path) -> None:
 
 
 def test_outbox_retries_a_channel_that_was_down(
-    tmp_path: Path, webhook: tuple[str, list[dict[str, Any]], list[int]]
+    tmp_path: Path, webhook: tuple[str, list[dict[str, Any]], list[int]], new_db: DbFactory
 ) -> None:
     url, received, failures = webhook
     failures[0] = 1  # the webhook refuses the first attempt
-    store = Store.open(f"sqlite:///{tmp_path / 'nd.db'}")
+    store = Store.open(new_db())
     hook = AppriseChannel("hook", url)
     log = FileChannel(tmp_path / "alerts.log")
     with store.unit() as repo:

@@ -13,13 +13,14 @@ from pipeline.errors import LeaseHeld, StorageError
 from pipeline.feeds import content_hash
 from pipeline.models import Alert, FeedConfig, Figure, Qualifier
 from storage.repository import Store, host_id, lease_holder
+from tests.pg import DbFactory
 
 T = datetime(2025, 6, 13, 8, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store.open(f"sqlite:///{tmp_path / 'nd.db'}")
+def store(new_db: DbFactory) -> Store:
+    s = Store.open(new_db())
     yield s
     s.close()
 
@@ -233,14 +234,14 @@ def test_lease_of_a_dead_local_process_is_taken_over_at_once(store: Store) -> No
         )
 
 
-def test_migrations_match_the_models(tmp_path: Path) -> None:
+def test_migrations_match_the_models(new_db: DbFactory) -> None:
     """The schema the migrations build is the schema the code declares."""
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
     from storage.tables import Base
 
-    s = Store.open(f"sqlite:///{tmp_path / 'm.db'}")
+    s = Store.open(new_db("m"))
     with s.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     s.close()

@@ -20,6 +20,7 @@ from pipeline.app import App
 from pipeline.models import FeedConfig
 from pipeline.settings import load_settings
 from pipeline.topic import decide_entry, load_topic
+from tests.pg import DbFactory
 
 DATA = Path(__file__).resolve().parent / "data" / "topic" / "dev.en.jsonl"
 T0 = datetime(2025, 6, 13, 8, tzinfo=UTC)
@@ -98,8 +99,9 @@ def site() -> Iterator[tuple[str, list[str], list[dict[str, Any]]]]:
 
 
 def test_off_topic_entries_are_not_fetched(
-    tmp_path: Path, site: tuple[str, list[str], list[dict[str, Any]]]
+    tmp_path: Path, site: tuple[str, list[str], list[dict[str, Any]]], new_db: DbFactory
 ) -> None:
+    db_url = new_db()
     base, requested, items = site
     settings = load_settings(None)
     settings = dataclasses.replace(
@@ -109,7 +111,7 @@ def test_off_topic_entries_are_not_fetched(
             settings.alerts, console=False, log_file=str(tmp_path / "a.log")
         ),
     )
-    app = App(db_url=f"sqlite:///{tmp_path / 'nd.db'}", settings=settings, sync_feeds=False)
+    app = App(db_url=db_url, settings=settings, sync_feeds=False)
     with app._store().unit() as repo:
         repo.add_feed(FeedConfig(url=f"{base}/feed.xml", outlet="General Daily", lang="en"), T0)
     report = app.run_once()
@@ -142,7 +144,7 @@ def test_off_topic_entries_are_not_fetched(
 
     out = CliRunner().invoke(
         main,
-        ["--db", f"sqlite:///{tmp_path / 'nd.db'}", "articles", "--skipped", "--format", "json"],
+        ["--db", db_url, "articles", "--skipped", "--format", "json"],
     )
     rows = json.loads(out.output)
     assert {r["article"].rsplit("/", 1)[1] for r in rows} == set(skipped)
