@@ -149,3 +149,27 @@ def test_outbox_retries_a_channel_that_was_down(
         [alert] = repo.alerts()
         assert alert.status == "sent"
     store.close()
+
+
+def test_alerts_test_pings_every_channel_and_says_which_worked(
+    tmp_path: Path, webhook: tuple[str, list[dict[str, Any]], list[int]]
+) -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    url, received, _ = webhook
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "newsdrift.toml").write_text(
+        f'[alerts]\nconsole = false\nlog_file = "{tmp_path / "a.log"}"\n'
+        f'[[alerts.channel]]\nname = "hook"\nurl = "{url}"\n'
+        f'[[alerts.channel]]\nname = "down"\nurl = "json://127.0.0.1:{free_port()}/x"\n'
+    )
+    result = CliRunner().invoke(
+        main, ["--db", f"sqlite:///{tmp_path / 'nd.db'}", "--config", str(cfg), "alerts", "--test"]
+    )
+    assert result.exit_code == 1
+    assert "logfile: ok" in result.output and "hook: ok" in result.output
+    assert "down: FAILED" in result.output
+    assert received and received[0]["title"] == "newsdrift test message"
