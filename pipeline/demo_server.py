@@ -266,6 +266,41 @@ def build_resources(root: Path, base_url: str) -> dict[str, Resource]:
 # ----------------------------------------------------------------- the server
 
 
+def send_resource(
+    handler: BaseHTTPRequestHandler,
+    resource: Resource,
+    *,
+    with_body: bool = True,
+    cache_control: str | None = None,
+) -> None:
+    """Answer with ``resource``: 304 to a matching conditional request, else 200,
+    with its validators either way."""
+    validators = {
+        "ETag": resource.etag,
+        "Last-Modified": format_datetime(resource.last_modified, usegmt=True),
+    }
+    if is_not_modified(
+        resource,
+        if_none_match=handler.headers.get("If-None-Match"),
+        if_modified_since=handler.headers.get("If-Modified-Since"),
+    ):
+        handler.send_response(HTTPStatus.NOT_MODIFIED)
+        for name, value in validators.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        return
+    handler.send_response(HTTPStatus.OK)
+    handler.send_header("Content-Type", resource.content_type)
+    handler.send_header("Content-Length", str(len(resource.body)))
+    for name, value in validators.items():
+        handler.send_header(name, value)
+    if cache_control:
+        handler.send_header("Cache-Control", cache_control)
+    handler.end_headers()
+    if with_body:
+        handler.wfile.write(resource.body)
+
+
 class _DemoHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -302,29 +337,7 @@ class _DemoHandler(BaseHTTPRequestHandler):
             else:
                 self._send_status(HTTPStatus.NOT_FOUND)
             return
-        validators = {
-            "ETag": resource.etag,
-            "Last-Modified": format_datetime(resource.last_modified, usegmt=True),
-        }
-        if is_not_modified(
-            resource,
-            if_none_match=self.headers.get("If-None-Match"),
-            if_modified_since=self.headers.get("If-Modified-Since"),
-        ):
-            self.send_response(HTTPStatus.NOT_MODIFIED)
-            for name, value in validators.items():
-                self.send_header(name, value)
-            self.end_headers()
-            return
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", resource.content_type)
-        self.send_header("Content-Length", str(len(resource.body)))
-        for name, value in validators.items():
-            self.send_header(name, value)
-        self.send_header("Cache-Control", "no-cache")
-        self.end_headers()
-        if with_body:
-            self.wfile.write(resource.body)
+        send_resource(self, resource, with_body=with_body, cache_control="no-cache")
 
     def _redirect(self, location: str) -> None:
         self.send_response(HTTPStatus.MOVED_PERMANENTLY)

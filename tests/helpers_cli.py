@@ -30,7 +30,6 @@ import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from email.utils import format_datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -43,7 +42,7 @@ from pipeline.demo_server import (
     MANIFEST_NAME,
     Resource,
     build_resources,
-    is_not_modified,
+    send_resource,
 )
 
 # Money amounts followed by a scale word: the mirrors shift their integer part by one.
@@ -182,27 +181,7 @@ class _SlowHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        validators = {
-            "ETag": resource.etag,
-            "Last-Modified": format_datetime(resource.last_modified, usegmt=True),
-        }
-        if is_not_modified(
-            resource,
-            if_none_match=self.headers.get("If-None-Match"),
-            if_modified_since=self.headers.get("If-Modified-Since"),
-        ):
-            self.send_response(HTTPStatus.NOT_MODIFIED)
-            for name, value in validators.items():
-                self.send_header(name, value)
-            self.end_headers()
-            return
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", resource.content_type)
-        self.send_header("Content-Length", str(len(resource.body)))
-        for name, value in validators.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(resource.body)
+        send_resource(self, resource)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
