@@ -96,6 +96,21 @@ def test_longest_match_wins_so_sponsor_named_teams_hide_the_sponsor(topic: Topic
     assert "Telekom" not in found and "-Telekom Baskets" in found
 
 
+def test_contexts_cancel_other_senses_of_ai_and_mistral(topic: Topic) -> None:
+    farm = "Farms use artificial insemination (AI); AI technicians are in demand."
+    assert "AI" not in terms_of(topic, farm, "en")
+    assert "AI" in terms_of(topic, "AI technicians are in demand.", "en")
+    arms = "The Baltic states ordered Mistral short-range missiles from MBDA."
+    assert "Mistral" not in terms_of(topic, arms, "en")
+    assert "Mistral" in terms_of(topic, "Mistral ships a new model.", "en")
+
+
+def test_a_place_named_like_an_ai_company_hides_it(topic: Topic) -> None:
+    found = terms_of(topic, "Refugees held on Manus Island will be moved.", "en")
+    assert "Manus" not in found and "-Manus Island" in found
+    assert "Manus" in terms_of(topic, "Manus moves its headquarters.", "en")
+
+
 def test_context_cancels_ai_for_amnesty_international(topic: Topic) -> None:
     text = "Amnesty International (AI) kritisiert die Regierung. AI fordert einen Stopp."
     d = decide_text(topic, "", text, "de")
@@ -355,6 +370,21 @@ def test_labelled_set_is_large_bilingual_and_well_formed() -> None:
     # hard cases are present in the measured split
     kinds = {r["kind"] for r in fresh}
     assert {"sport_sponsor", "ai_other_sense", "chips_other", "ai_chips", "ai_regulation"} <= kinds
+
+
+def test_dev_split_is_every_dev_file_and_the_gate_reads_them_all() -> None:
+    # Each round's fresh split is folded into dev after it was measured; none may be left out.
+    dev = load_split("dev")
+    parts = {str(r["id"]).split("-")[0] for r in dev}
+    assert {"dev", "r1", "r2", "r3", "d4"} <= parts
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "eval_topic.py"), "--split", "dev"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"split=dev, topic=ai, {len(dev)} items" in result.stdout
 
 
 def test_gate_passes_on_the_fresh_split() -> None:
