@@ -28,6 +28,7 @@ from pipeline.run import (
     Analysis,
     Clock,
     RunReport,
+    Workers,
     drift_rules,
     finish_analysis,
     ingest,
@@ -186,6 +187,7 @@ class App:
                 progress=progress,
                 stop=stop,
                 renew=renew,
+                processes=self._settings().fetch.processes or None,
             )
 
     def ingest(
@@ -199,7 +201,10 @@ class App:
                 run_id = repo.start_run(self.clock())
             analysis = self.analysis(use_topic=not keep_all)
             ingest(store, items, analysis, self.clock, report, keep_all=keep_all, progress=progress)
-            finish_analysis(store, analysis, self._channels(), self.clock, report, progress)
+            with Workers(self._settings().fetch.processes or None) as workers:
+                finish_analysis(
+                    store, analysis, self._channels(), self.clock, report, progress, workers=workers
+                )
             with store.unit() as repo:
                 repo.finish_run(run_id, self.clock(), report.as_dict())
             return report

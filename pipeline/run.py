@@ -9,9 +9,14 @@ after a crash, loses and duplicates nothing: every write is keyed.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,17 +33,32 @@ from pipeline.alerts import (
     plan_yield_alerts,
 )
 from pipeline.drift import DriftRules, findings, revisions
-from pipeline.errors import ConfigError, FetchError, NewsdriftError, ParseError
+from pipeline.errors import (
+    ConfigError,
+    ExtractionError,
+    FetchError,
+    NewsdriftError,
+    ParseError,
+    StorageError,
+)
 from pipeline.extract import decode_html, extract_article
 from pipeline.feeds import content_hash, normalize_url, parse_feed
 from pipeline.fetch import Fetcher, FetchResult, status_of
 from pipeline.figures import FigureLexicon, extract_figures, load_lexicons
-from pipeline.models import Document, FeedEntry, FeedState, IngestItem, StoredArticle
+from pipeline.models import (
+    Document,
+    Extracted,
+    FeedEntry,
+    FeedState,
+    Figure,
+    IngestItem,
+    StoredArticle,
+)
 from pipeline.notify import Channel, NotifyError
 from pipeline.polling import next_poll
 from pipeline.settings import Settings
 from pipeline.topic import Topic, TopicDecision, decide_entry, decide_text, load_topic
-from storage.repository import PendingDelivery, Repo, Store
+from storage.repository import PendingDelivery, Repo, Store, gzip_html
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +69,20 @@ REDIRECT_CONFIRMATIONS = 3
 # Delivery retries: first retry after this, doubling, given up after MAX_ATTEMPTS.
 DELIVERY_RETRY = timedelta(minutes=2)
 DELIVERY_MAX_ATTEMPTS = 8
+
+# Concurrency and batching, set with scripts/bench_pipeline.py and scripts/bench_poll.py
+# on a 2-core machine (docs/performance.md). The fetcher's per-domain budget (slots and
+# gaps) still bounds what each site sees; these bound what runs at once in total.
+FEED_THREADS = 16  # feed documents fetched ahead of the feed being handled
+ARTICLE_THREADS = 16  # article pages in flight (fetch; decode + extract in the pool)
+# Fewer items than this in one go stay in-process while no pool runs yet: starting the
+# spawn workers costs about a second.
+POOL_MIN_ITEMS = 8
+PARENT_CHECK_S = 0.5  # how often a pool worker checks that the cycle's process lives
+ANALYSIS_BATCH = 16  # versions a pool task prepares (figures, fingerprint, keys)
+# Writes of consecutive items share a transaction (each item in its own savepoint) up to
+# this many items; a transaction is never held open while waiting for the network.
+COMMIT_EVERY = 50
 # Extraction yield compares an outlet's last two days with the twelve before.
 YIELD_RECENT = timedelta(days=2)
 YIELD_BEFORE = timedelta(days=12)
@@ -110,6 +144,9 @@ class Analysis:
     max_articles_per_feed: int = 50
     delivery: DeliveryRules = DeliveryRules()
     refetch_ladder: tuple[timedelta, ...] = ()
+    # Where ``lexicons`` came from (a user config dir or None: the shipped ones), so pool
+    # workers can load the same ones; unset: built by the caller, analysed in-process.
+    lexicon_source: tuple[Path | None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, use_topic: bool = True) -> Analysis:
@@ -135,6 +172,7 @@ class Analysis:
             refetch_ladder=tuple(
                 timedelta(minutes=m) for m in settings.fetch.refetch_ladder_minutes
             ),
+            lexicon_source=(lexicon_dir,),
         )
 
 
@@ -162,6 +200,110 @@ class Tracker:
             self.progress.advance(self.task)
 
 
+class Workers:
+    """A cycle's fetch threads and its process pool for the CPU-heavy pure stages.
+
+    The pool (spawn: safe next to threads) starts on first use with at least
+    ``POOL_MIN_ITEMS`` items; ``processes <= 1`` keeps everything in-process.
+    """
+
+    def __init__(self, processes: int | None = None) -> None:
+        self.processes = processes if processes is not None else _cores()
+        self.feeds = ThreadPoolExecutor(FEED_THREADS, thread_name_prefix="feed")
+        self.articles = ThreadPoolExecutor(ARTICLE_THREADS, thread_name_prefix="article")
+        self._pool: ProcessPoolExecutor | None = None
+
+    def cpu(self, items: int) -> Executor | None:
+        """The process pool for ``items`` items of work, or None to work in-process."""
+        if self._pool is None and (self.processes <= 1 or items < POOL_MIN_ITEMS):
+            return None
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
+        return self._pool
+
+    def close(self) -> None:
+        self.feeds.shutdown(wait=True, cancel_futures=True)
+        self.articles.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Pool worker initializer: end the worker once the cycle's process is gone.
+
+    A SIGKILLed cycle would otherwise leave its workers blocked on their task
+    queue, holding the killed process's stdout and stderr open.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+class Batch:
+    """Writes of consecutive items in one transaction, each item in its own savepoint.
+
+    An item that raises is undone alone (its savepoint); ``commit`` ends the
+    transaction, which the caller does before waiting on the network or the
+    pool and every ``COMMIT_EVERY`` items, so a crash loses at most the items
+    of the open transaction — and those are done again by the next run.
+    """
+
+    def __init__(self, store: Store, after_commit: Callable[[], None] | None = None) -> None:
+        self.store = store
+        # Runs after each commit, outside any transaction: the lease's ``renew`` writes
+        # through its own connection and would wait on this batch's write lock.
+        self.after_commit = after_commit
+        self._stack: ExitStack | None = None
+        self._repo: Repo | None = None
+        self._items = 0
+
+    def item(self) -> AbstractContextManager[Repo]:
+        if self._items >= COMMIT_EVERY:
+            self.commit()
+        if self._repo is None:
+            self._stack = ExitStack()
+            self._repo = self._stack.enter_context(self.store.unit())
+        self._items += 1
+        return self._repo.savepoint()
+
+    def commit(self) -> None:
+        stack, self._stack, self._repo, self._items = self._stack, None, None, 0
+        if stack is not None:
+            stack.close()
+        if self.after_commit is not None:
+            self.after_commit()
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        stack, self._stack, self._repo, self._items = self._stack, None, None, 0
+        if stack is not None:
+            stack.__exit__(*exc)
+
+
 # --- polling feeds ------------------------------------------------------------------------------
 
 
@@ -181,14 +323,19 @@ def poll_feed(
     clock: Clock,
     rng: random.Random,
     report: RunReport,
+    *,
+    workers: Workers | None = None,
+    fetched: Future[FetchResult] | None = None,
 ) -> None:
-    """Fetch one feed, store its new articles; failures land on the feed's health."""
+    """Fetch one feed, store its new articles; failures land on the feed's health.
+
+    ``fetched`` is the feed document already requested by a fetch thread;
+    ``workers`` fetch the pages concurrently and extract them in processes.
+    """
     now = clock()
     report.feeds_polled += 1
     try:
-        result = fetcher.fetch(
-            feed.url, etag=feed.etag, last_modified=feed.last_modified, kind="feed"
-        )
+        result = fetched.result() if fetched is not None else fetch_feed(fetcher, feed)
         parsed = (
             None if result.not_modified else parse_feed(result.content, result.url, result.headers)
         )
@@ -248,12 +395,16 @@ def poll_feed(
     )
     with store.unit() as repo:
         extra = repo.feed_extra_terms(feed.id)
-    for entry in parsed.entries[: analysis.max_articles_per_feed]:
-        take_entry(store, fetcher, feed, entry, extra, analysis, clock, report)
+    entries = parsed.entries[: analysis.max_articles_per_feed]
+    take_entries(store, fetcher, feed, entries, extra, analysis, clock, report, workers)
     # The validators and the next due time are stored only now: a run killed among the
     # entries finds the feed still due and fetches it in full again (stored entries are
     # skipped), instead of getting 304 for entries it never stored.
     _record_poll(store, feed, result, now, due, parsed.ttl_minutes)
+
+
+def fetch_feed(fetcher: Fetcher, feed: FeedState) -> FetchResult:
+    return fetcher.fetch(feed.url, etag=feed.etag, last_modified=feed.last_modified, kind="feed")
 
 
 def _record_poll(
@@ -307,98 +458,239 @@ def _add_from_entry(
     )
 
 
-def take_entry(
+@dataclass(frozen=True)
+class Page:
+    """An article page fetched, decoded and extracted (the pure part done in the pool)."""
+
+    result: FetchResult
+    decoded_by: str
+    extracted: Extracted
+    digest: str  # content_hash of the text
+    html_gz: bytes  # the page as stored
+
+
+PageWork = tuple[str, Extracted, str, bytes]  # decoded_by, extraction, digest, html_gz
+
+
+def process_page(content: bytes, headers: dict[str, str], url: str) -> PageWork:
+    """Decode, extract, hash and compress one page (pure; runs in a pool worker)."""
+    html, decoded_by = decode_html(content, headers)
+    extracted = extract_article(html, url)
+    return decoded_by, extracted, content_hash(extracted.text), gzip_html(html)
+
+
+def _process_in_worker(content: bytes, headers: dict[str, str], url: str) -> PageWork | str:
+    """``process_page`` in a pool worker. A ParseError comes back as its reason: its
+    two-argument constructor does not survive pickling."""
+    try:
+        return process_page(content, headers, url)
+    except ParseError as e:
+        return e.reason
+
+
+def fetch_page(fetcher: Fetcher, url: str, cpu: Executor | None) -> Page:
+    """GET one article page and process it (in ``cpu`` when given, else here)."""
+    result = fetcher.fetch(url, kind="article")
+    headers = dict(result.headers)
+    if cpu is None:
+        return Page(result, *process_page(result.content, headers, result.url))
+    outcome = cpu.submit(_process_in_worker, result.content, headers, result.url).result()
+    if isinstance(outcome, str):
+        raise ExtractionError(result.url, outcome)
+    return Page(result, *outcome)
+
+
+class _Later:
+    """A page fetched only when asked for: the serial path's stand-in for a future."""
+
+    def __init__(self, fetcher: Fetcher, url: str) -> None:
+        self.fetcher, self.url = fetcher, url
+
+    def done(self) -> bool:
+        return False
+
+    def result(self) -> Page:
+        return fetch_page(self.fetcher, self.url, None)
+
+    def cancel(self) -> bool:
+        return True
+
+
+# A screened entry: the entry, when it was seen, its topic decision.
+Screened = tuple[FeedEntry, datetime, TopicDecision | None]
+
+
+def take_entries(
     store: Store,
     fetcher: Fetcher,
     feed: FeedState,
-    entry: FeedEntry,
+    entries: Sequence[FeedEntry],
     extra_terms: Sequence[str],
     analysis: Analysis,
     clock: Clock,
     report: RunReport,
+    workers: Workers | None = None,
 ) -> None:
-    """Fetch and store one feed entry unless it is known or clearly off topic."""
-    url = normalize_url(entry.url)
-    with store.unit() as repo:
-        if repo.find_article(keys=[url, entry.url], guid=entry.guid, outlet=feed.outlet):
-            return
-    now = clock()
-    decision: TopicDecision | None = None
-    if analysis.topic is not None and not feed.on_topic:
-        decision = decide_entry(analysis.topic, entry.title, entry.summary, feed.lang, extra_terms)
-        if decision.keep is False:
-            with store.unit() as repo:
-                _add_from_entry(repo, feed, entry, url, now, "skipped", decision)
-            report.articles_skipped += 1
-            log.info("stage=topic outlet=%s url=%s status=skipped", feed.outlet, url)
-            return
-    try:
-        page: FetchResult = fetcher.fetch(entry.url, kind="article")
-        html, decoded_by = decode_html(page.content, page.headers)
-        extracted = extract_article(html, page.url)
-    except (FetchError, ParseError) as e:
-        if not entry.summary.strip():
-            report.articles_failed += 1
-            report.errors.append(f"article {entry.url}: {e}")
-            log.warning("stage=article outlet=%s url=%s error=%s", feed.outlet, entry.url, e)
-            return
-        # Keep what the feed itself says; the article is partial.
-        with store.unit() as repo:
-            aid, created = _add_from_entry(repo, feed, entry, url, now, "partial", decision)
-            if created:
-                repo.add_version(
-                    aid,
-                    title=entry.title,
-                    text=entry.summary,
-                    method="feed-summary",
-                    fetched_at=now,
-                    content_hash=content_hash(entry.summary),
-                )
-        report.articles_partial += 1
-        log.warning("stage=article outlet=%s url=%s status=partial error=%s", feed.outlet, url, e)
-        return
+    """Fetch and store a feed's entries unless known or clearly off topic.
 
-    canonical = normalize_url(extracted.canonical_url or page.url)
+    Known entries are found with one query; pages are fetched by ``workers``'
+    threads and extracted in their pool (without workers: one after another,
+    here). Writes stay in this thread, in feed order, batched (``Batch``); the
+    store step checks again for the article, so an entry listed twice or an
+    article behind two URLs is stored once.
+    """
+    with Batch(store) as batch:
+        todo = _screen_entries(batch, feed, entries, extra_terms, analysis, clock, report)
+        batch.commit()
+        pending: list[Future[Page] | _Later]
+        if workers is None:
+            pending = [_Later(fetcher, entry.url) for entry, _, _ in todo]
+        else:
+            cpu = workers.cpu(len(todo))
+            pending = [workers.articles.submit(fetch_page, fetcher, e.url, cpu) for e, _, _ in todo]
+        try:
+            for screened, future in zip(todo, pending, strict=True):
+                if not future.done():
+                    batch.commit()  # no transaction stays open while the network works
+                try:
+                    page = future.result()
+                except (FetchError, ParseError) as e:
+                    with batch.item() as repo:
+                        _store_failed(repo, feed, screened, e, report)
+                    continue
+                with batch.item() as repo:
+                    _store_page(repo, feed, screened, page, extra_terms, analysis, report)
+        finally:
+            for future in pending:
+                future.cancel()  # an unexpected error above: drop what has not started
+
+
+def _screen_entries(
+    batch: Batch,
+    feed: FeedState,
+    entries: Sequence[FeedEntry],
+    extra_terms: Sequence[str],
+    analysis: Analysis,
+    clock: Clock,
+    report: RunReport,
+) -> list[Screened]:
+    """The entries to fetch: not stored yet, not listed twice, not clearly off topic.
+
+    Clearly off-topic entries are stored as skipped (with the decision) here.
+    """
+    urls = sorted({u for e in entries for u in (e.url, normalize_url(e.url))})
+    guids = sorted({e.guid for e in entries if e.guid})
+    with batch.item() as repo:
+        known_urls, known_guids = repo.known_entries(urls, guids, feed.outlet)
+    todo: list[Screened] = []
+    for entry in entries:
+        url = normalize_url(entry.url)
+        if url in known_urls or entry.url in known_urls or (entry.guid in known_guids):
+            continue
+        known_urls.update((url, entry.url))  # listed twice in this feed: taken once
+        if entry.guid:
+            known_guids.add(entry.guid)
+        now = clock()
+        decision: TopicDecision | None = None
+        if analysis.topic is not None and not feed.on_topic:
+            decision = decide_entry(
+                analysis.topic, entry.title, entry.summary, feed.lang, extra_terms
+            )
+            if decision.keep is False:
+                with batch.item() as repo:
+                    _add_from_entry(repo, feed, entry, url, now, "skipped", decision)
+                report.articles_skipped += 1
+                log.info("stage=topic outlet=%s url=%s status=skipped", feed.outlet, url)
+                continue
+        todo.append((entry, now, decision))
+    return todo
+
+
+def _store_failed(
+    repo: Repo,
+    feed: FeedState,
+    screened: Screened,
+    e: FetchError | ParseError,
+    report: RunReport,
+) -> None:
+    """A page that could not be fetched or extracted: keep what the feed says, if anything."""
+    entry, now, decision = screened
+    if not entry.summary.strip():
+        report.articles_failed += 1
+        report.errors.append(f"article {entry.url}: {e}")
+        log.warning("stage=article outlet=%s url=%s error=%s", feed.outlet, entry.url, e)
+        return
+    url = normalize_url(entry.url)
+    aid, created = _add_from_entry(repo, feed, entry, url, now, "partial", decision)
+    if created:
+        repo.add_version(
+            aid,
+            title=entry.title,
+            text=entry.summary,
+            method="feed-summary",
+            fetched_at=now,
+            content_hash=content_hash(entry.summary),
+            first=(entry.published,),
+        )
+    report.articles_partial += 1
+    log.warning("stage=article outlet=%s url=%s status=partial error=%s", feed.outlet, url, e)
+
+
+def _store_page(
+    repo: Repo,
+    feed: FeedState,
+    screened: Screened,
+    page: Page,
+    extra_terms: Sequence[str],
+    analysis: Analysis,
+    report: RunReport,
+) -> None:
+    entry, now, decision = screened
+    extracted = page.extracted
+    canonical = normalize_url(extracted.canonical_url or page.result.url)
     lang = extracted.lang if extracted.lang in ("de", "en") else feed.lang
     if analysis.topic is not None and not feed.on_topic:
         decision = decide_text(
             analysis.topic, extracted.title or entry.title, extracted.text, lang, extra_terms
         )
-    with store.unit() as repo:
-        digest = content_hash(extracted.text)
-        if repo.find_article(keys=[canonical]) or repo.find_by_content(feed.outlet, digest):
-            return  # the same article under another URL or GUID
-        aid, created = repo.add_article(
-            key=canonical,
-            url=canonical,
-            guid=entry.guid,
-            outlet=feed.outlet,
-            lang=lang,
-            # The feed's time has the hour; pages often carry only the date.
-            published=entry.published or extracted.published,
+    if repo.find_article(keys=[canonical]) or repo.find_by_content(feed.outlet, page.digest):
+        return  # the same article under another URL or GUID
+    published = entry.published or extracted.published  # the feed's time has the hour
+    aid, created = repo.add_article(
+        key=canonical,
+        url=canonical,
+        guid=entry.guid,
+        outlet=feed.outlet,
+        lang=lang,
+        published=published,
+        title=extracted.title or entry.title,
+        summary=entry.summary,
+        now=now,
+        feed_id=feed.id,
+        status=_keep_status(decision),
+        topic=_topic_fields(decision),
+    )
+    if created:
+        repo.add_version(
+            aid,
             title=extracted.title or entry.title,
-            summary=entry.summary,
-            now=now,
-            feed_id=feed.id,
-            status=_keep_status(decision),
-            topic=_topic_fields(decision),
+            text=extracted.text,
+            method=extracted.method,
+            fetched_at=now,
+            content_hash=page.digest,
+            html_gz=page.html_gz,
+            decoded_by=page.decoded_by,
+            first=(published,),
         )
-        if created:
-            repo.add_version(
+        if _keep_status(decision) != "skipped":
+            step, at = next_rung(analysis.refetch_ladder, entry.published or now, now, 0)
+            repo.schedule_refetch(
                 aid,
-                title=extracted.title or entry.title,
-                text=extracted.text,
-                method=extracted.method,
-                fetched_at=now,
-                content_hash=digest,
-                html=html,
-                decoded_by=decoded_by,
+                step=step,
+                at=at,
+                etag=page.result.etag,
+                last_modified=page.result.last_modified,
             )
-            if _keep_status(decision) != "skipped":
-                step, at = next_rung(analysis.refetch_ladder, entry.published or now, now, 0)
-                repo.schedule_refetch(
-                    aid, step=step, at=at, etag=page.etag, last_modified=page.last_modified
-                )
     if _keep_status(decision) == "skipped":
         report.articles_skipped += 1
     else:
@@ -537,10 +829,14 @@ def ingest(
 # --- analysis: figures, stories, drift, alerts --------------------------------------------------
 
 
-def analyse_version(repo: Repo, article: StoredArticle, analysis: Analysis, now: datetime) -> int:
-    """Figures and story assignment of one stored version; returns its story id."""
-    published = article.published or now
-    figures = extract_figures(article.text, article.lang, published, analysis.lexicons)
+Prepared = tuple[list[Figure], stories.Fingerprint, list[str]]  # figures, fingerprint, keys
+
+
+def prepare_version(
+    article: StoredArticle, published: datetime, lexicons: dict[str, FigureLexicon]
+) -> Prepared:
+    """The pure, CPU-heavy part of analysing a version: figures, fingerprint, keys."""
+    figures = extract_figures(article.text, article.lang, published, lexicons)
     doc = Document(
         title=article.title,
         text=article.text,
@@ -550,7 +846,30 @@ def analyse_version(repo: Repo, article: StoredArticle, analysis: Analysis, now:
         url=article.url,
     )
     fp = stories.fingerprint(doc, figures)
-    keys = stories.blocking_keys(fp)
+    return figures, fp, sorted(stories.blocking_keys(fp))
+
+
+def _prepare_batch(
+    lexicon_dir: Path | None, batch: Sequence[tuple[StoredArticle, datetime]]
+) -> list[Prepared]:
+    """Runs in a pool worker; the lexicons are loaded there (they do not pickle)."""
+    lexicons = dict(load_lexicons(lexicon_dir))
+    return [prepare_version(article, published, lexicons) for article, published in batch]
+
+
+def analyse_version(
+    repo: Repo,
+    article: StoredArticle,
+    analysis: Analysis,
+    now: datetime,
+    prepared: Prepared | None = None,
+) -> int:
+    """Figures and story assignment of one stored version; returns its story id.
+
+    ``prepared`` is ``prepare_version``'s result when a pool worker computed it.
+    """
+    published = article.published or now
+    figures, fp, keys = prepared or prepare_version(article, published, analysis.lexicons)
     if article.story_id is not None:
         story_id = repo.live_story(
             article.story_id
@@ -559,6 +878,9 @@ def analyse_version(repo: Repo, article: StoredArticle, analysis: Analysis, now:
     else:
         since, until = published - analysis.window, published + analysis.window
         th = stories.THRESHOLDS
+        features = sorted(stories.feature_keys(fp))
+        # One count query serves the blocking (stop keys) and the rarity weights.
+        counts = repo.key_counts(sorted(set(keys) | set(features)), since, until)
         raw = repo.candidates(
             keys,
             since,
@@ -568,6 +890,7 @@ def analyse_version(repo: Repo, article: StoredArticle, analysis: Analysis, now:
             min_shared=th.min_shared_keys,
             exclude=article.id,
             until=until,
+            counts=counts,
         )
         candidates = [
             stories.Candidate(
@@ -576,9 +899,8 @@ def analyse_version(repo: Repo, article: StoredArticle, analysis: Analysis, now:
             for aid, sid, fj in raw
             if fj
         ]
-        features = sorted(stories.feature_keys(fp))
         rarity = stories.Rarity(
-            repo.key_counts(features, since, until), repo.window_size(since, until)
+            {k: counts[k] for k in features if k in counts}, repo.window_size(since, until)
         )
         decision = stories.assign(fp, candidates, rarity=rarity)
         if decision.story_id is None:
@@ -618,21 +940,57 @@ def analyse_pending(
     progress: Any = None,
     stop: threading.Event | None = None,
     renew: Callable[[], None] | None = None,
+    workers: Workers | None = None,
 ) -> set[int]:
-    """Analyse every stored version not analysed yet, oldest first, one transaction each."""
+    """Analyse every stored version not analysed yet, oldest first.
+
+    With ``workers``, figures and fingerprints are computed ahead in the process
+    pool (they depend on the version alone); story assignment and the writes stay
+    here, in order, batched (``Batch``). A version whose analysis fails is undone
+    alone, reported, and tried again next cycle.
+    """
     touched: set[int] = set()
     with store.unit() as repo:
         pending = repo.pending_versions()
     tracker = Tracker(progress, "analysing", len(pending))
-    for article in pending:
-        if stop is not None and stop.is_set():
-            break  # the rest waits for the next cycle, still unprocessed
+    now = clock()
+    items = [(a, a.published or now) for a in pending]
+    cpu = workers.cpu(len(pending)) if workers is not None else None
+    chunks: list[Future[list[Prepared]]] = []
+    if cpu is not None and analysis.lexicon_source is not None:
+        lexicon_dir = analysis.lexicon_source[0]
+        chunks = [
+            cpu.submit(_prepare_batch, lexicon_dir, items[i : i + ANALYSIS_BATCH])
+            for i in range(0, len(items), ANALYSIS_BATCH)
+        ]
+    try:
         if renew is not None:
             renew()
-        with store.unit() as repo:
-            touched.add(analyse_version(repo, article, analysis, clock()))
-        report.versions_processed += 1
-        tracker.advance()
+        with Batch(store, after_commit=renew) as batch:
+            for n, article in enumerate(pending):
+                if stop is not None and stop.is_set():
+                    break  # the rest waits for the next cycle, still unprocessed
+                prepared = None
+                if chunks:
+                    chunk = chunks[n // ANALYSIS_BATCH]
+                    if not chunk.done():
+                        batch.commit()  # nothing held open while the pool works
+                    prepared = chunk.result()[n % ANALYSIS_BATCH]
+                item = batch.item()  # may commit earlier items: a failing store raises
+                try:
+                    with item as repo:
+                        touched.add(analyse_version(repo, article, analysis, clock(), prepared))
+                except StorageError:
+                    raise
+                except (NewsdriftError, ValueError, ArithmeticError) as e:
+                    report.errors.append(f"analysis of {article.key}: {e}")
+                    log.exception("stage=analyse outlet=%s article=%s", article.outlet, article.key)
+                    continue
+                report.versions_processed += 1
+                tracker.advance()
+    finally:
+        for chunk in chunks:
+            chunk.cancel()
     return touched
 
 
@@ -789,12 +1147,17 @@ def run_cycle(
     progress: Any = None,
     stop: threading.Event | None = None,
     renew: Callable[[], None] | None = None,
+    processes: int | None = None,
 ) -> RunReport:
     """Poll the due feeds, analyse what is new, queue and send alerts.
 
     ``stop`` (set by the daemon's signal handler) ends the cycle after the item
     in hand; everything finished so far is committed. ``renew`` (the lease holder's)
     is called between items, so that a cycle longer than the lease's TTL keeps it.
+    Feed documents and pages are fetched by threads (within the fetcher's
+    per-domain budget); extraction, figures and fingerprints run in ``processes``
+    worker processes (default: one per core; 1: in-process). Every write stays in
+    this thread, in the serial cycle's order.
     """
     report = RunReport()
     rng = rng or random.Random()
@@ -802,17 +1165,33 @@ def run_cycle(
         run_id = repo.start_run(clock())
         due = repo.feeds(due_at=clock())
     tracker = Tracker(progress, "polling feeds", len(due))
-    for feed in due:
-        if stop is not None and stop.is_set():
-            report.errors.append("stopped by signal before polling every due feed")
-            break
-        if renew is not None:
-            renew()
-        poll_feed(store, fetcher, feed, analysis, clock, rng, report)
-        tracker.advance()
-    if analysis.refetch_ladder:
-        refetch_articles(store, fetcher, analysis, clock, report, stop)
-    finish_analysis(store, analysis, channels, clock, report, progress, stop, renew)
+    with Workers(processes) as workers:
+        ahead = [workers.feeds.submit(fetch_feed, fetcher, feed) for feed in due]
+        try:
+            for feed, fetched in zip(due, ahead, strict=True):
+                if stop is not None and stop.is_set():
+                    report.errors.append("stopped by signal before polling every due feed")
+                    break
+                if renew is not None:
+                    renew()
+                poll_feed(
+                    store,
+                    fetcher,
+                    feed,
+                    analysis,
+                    clock,
+                    rng,
+                    report,
+                    workers=workers,
+                    fetched=fetched,
+                )
+                tracker.advance()
+        finally:
+            for future in ahead:
+                future.cancel()
+        if analysis.refetch_ladder:
+            refetch_articles(store, fetcher, analysis, clock, report, stop)
+        finish_analysis(store, analysis, channels, clock, report, progress, stop, renew, workers)
     with store.unit() as repo:
         repo.finish_run(run_id, clock(), report.as_dict())
     log.info("stage=cycle %s", report.summary())
@@ -828,9 +1207,10 @@ def finish_analysis(
     progress: Any = None,
     stop: threading.Event | None = None,
     renew: Callable[[], None] | None = None,
+    workers: Workers | None = None,
 ) -> None:
     """Everything after storing articles: analysis, drift, outbox, delivery."""
-    touched = analyse_pending(store, analysis, clock, report, progress, stop, renew)
+    touched = analyse_pending(store, analysis, clock, report, progress, stop, renew, workers)
     # Stories analysed by a run that was killed before it queued their alerts.
     with store.unit() as repo:
         touched |= repo.stories_analysed_since_last_run()

@@ -38,6 +38,8 @@ class FetchConfig:
     obey_robots: bool = True
     default_interval_minutes: int = 30
     max_articles_per_feed: int = 50
+    # Processes that extract pages and prepare analysis; 0: one per core, 1: in-process.
+    processes: int = 0
     # Re-fetch each article this many minutes after publication, to catch edits.
     refetch_ladder_minutes: tuple[int, ...] = (15, 60, 180, 1440, 4320)
 
@@ -227,8 +229,16 @@ def _read_fetch(r: _Reader) -> FetchConfig:
             "default_interval_minutes", int, d.default_interval_minutes
         ),
         max_articles_per_feed=r.positive("max_articles_per_feed", int, d.max_articles_per_feed),
+        processes=_processes(r, d.processes),
         refetch_ladder_minutes=_ladder(r, d.refetch_ladder_minutes),
     )
+
+
+def _processes(r: _Reader, default: int) -> int:
+    n = r.get("processes", int, default)
+    if isinstance(n, bool) or n < 0:
+        raise r.fail("processes", "expected 0 (one per core) or a positive number of processes")
+    return int(n)
 
 
 def _ladder(r: _Reader, default: tuple[int, ...]) -> tuple[int, ...]:

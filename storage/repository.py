@@ -17,7 +17,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, aliased
 
@@ -50,6 +62,7 @@ from storage.tables import (
     StoryKeyRow,
     StoryMergeRow,
     StoryRow,
+    UTCDateTime,
 )
 
 INF = float("inf")
@@ -108,9 +121,16 @@ class ArticleRecord:
     story_id: int | None
 
 
-# Stored page HTML: level 6 is 35 % cheaper than gzip's default 9 for 0.6 % more bytes
-# (scripts/bench_pipeline.py corpus, 181 pages: 3.3 vs 5.0 ms a page, 34.3 vs 34.1 kB).
-HTML_GZIP_LEVEL = 6
+# Stored page HTML. On the 181 pages of the extraction benchmark corpus (one run):
+# level 9 5.0 ms / 34.1 kB a page, 6 2.5 ms / 34.3 kB, 3 1.2 ms / 38.5 kB, 1 1.0 ms /
+# 40.8 kB. Level 3 halves level 6's cost for 12 % more bytes: compression runs once
+# for every fetched page, in the extraction workers, and competes with extraction.
+HTML_GZIP_LEVEL = 3
+
+
+def gzip_html(html: str) -> bytes:
+    """A page's HTML as stored (pure: pool workers call it too)."""
+    return gzip.compress(html.encode("utf-8"), HTML_GZIP_LEVEL)
 
 
 class Store:
@@ -151,15 +171,47 @@ class Repo:
 
     def __init__(self, session: Session) -> None:
         self.s = session
+        self._outlet_ids: dict[str, int] = {}  # this transaction's outlets, by name
+
+    @contextmanager
+    def savepoint(self) -> Iterator[Repo]:
+        """One item inside a longer transaction: an exception undoes this item alone."""
+        self._begin_for_savepoints()
+        try:
+            with self.s.begin_nested():
+                yield self
+        except BaseException:
+            self._outlet_ids.clear()  # an outlet created in the undone item is gone too
+            raise
+
+    def _begin_for_savepoints(self) -> None:
+        """Make sure a real transaction is open before a SAVEPOINT on SQLite.
+
+        Python's sqlite3 opens a transaction only before a data-changing statement;
+        a SAVEPOINT issued outside one starts its own, and releasing it commits —
+        every item would commit alone. ``BEGIN IMMEDIATE`` takes the write lock up
+        front (waiting out the busy timeout), so a read-then-write item never fails
+        to upgrade its lock.
+        """
+        conn = self.s.connection()
+        if conn.dialect.name != "sqlite":
+            return
+        raw = conn.connection.driver_connection
+        if raw is not None and not raw.in_transaction:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     # --- outlets and feeds ------------------------------------------------------------------
 
     def ensure_outlet(self, outlet: Outlet) -> int:
+        known = self._outlet_ids.get(outlet.name)
+        if known is not None:
+            return known
         row = self.s.scalar(select(OutletRow).where(OutletRow.name == outlet.name))
         if row is None:
             row = OutletRow(name=outlet.name, lang=outlet.lang, homepage=outlet.homepage)
             self.s.add(row)
             self.s.flush()
+        self._outlet_ids[outlet.name] = row.id
         return row.id
 
     def add_feed(self, feed: FeedConfig, now: datetime) -> bool:
@@ -309,6 +361,30 @@ class Repo:
             return None
         return self.s.scalar(select(ArticleRow.id).where(or_(*conds)).limit(1))
 
+    def known_entries(
+        self, urls: Sequence[str], guids: Sequence[str], outlet: str
+    ) -> tuple[set[str], set[str]]:
+        """Which of ``urls`` (as key or URL) and of ``outlet``'s ``guids`` are stored:
+        ``find_article`` for a whole feed in one statement."""
+        conds: list[ColumnElement[bool]] = []
+        if urls:
+            conds += [ArticleRow.key.in_(list(urls)), ArticleRow.url.in_(list(urls))]
+        if guids:
+            outlet_id = select(OutletRow.id).where(OutletRow.name == outlet).scalar_subquery()
+            conds.append(and_(ArticleRow.guid.in_(list(guids)), ArticleRow.outlet_id == outlet_id))
+        if not conds:
+            return set(), set()
+        rows = self.s.execute(
+            select(ArticleRow.key, ArticleRow.url, ArticleRow.guid).where(or_(*conds))
+        )
+        found_urls: set[str] = set()
+        found_guids: set[str] = set()
+        for key, url, guid in rows:
+            found_urls.update((key, url))
+            if guid:
+                found_guids.add(guid)
+        return found_urls & set(urls), found_guids & set(guids)
+
     def published_of(self, article_id: int) -> datetime | None:
         return self.s.scalar(
             select(func.coalesce(ArticleRow.published, ArticleRow.first_seen)).where(
@@ -418,36 +494,48 @@ class Repo:
         content_hash: str,
         html: str | None = None,
         decoded_by: str | None = None,
+        html_gz: bytes | None = None,
+        first: tuple[datetime | None] | None = None,
     ) -> int | None:
         """Store a new version unless a stored one has the same ``content_hash``
-        (the caller's hash, which ignores what is no edit); returns its id."""
+        (the caller's hash, which ignores what is no edit); returns its id.
+
+        ``html_gz`` is the page already compressed (by a pool worker, ``gzip_html``);
+        ``first=(published,)`` says the article was created in this transaction, so
+        this is its first version (no look-ups needed).
+        """
         digest = content_hash
-        same = self.s.scalar(
-            select(ArticleVersionRow.id).where(
-                ArticleVersionRow.article_id == article_id,
-                ArticleVersionRow.content_hash == digest,
-            )
-        )
-        if same is not None:
-            return None
-        published = self.s.scalar(select(ArticleRow.published).where(ArticleRow.id == article_id))
-        number = (
-            self.s.scalar(
-                select(func.max(ArticleVersionRow.number)).where(
-                    ArticleVersionRow.article_id == article_id
+        if first is not None:
+            number, published = 1, first[0]
+        else:
+            same = self.s.scalar(
+                select(ArticleVersionRow.id).where(
+                    ArticleVersionRow.article_id == article_id,
+                    ArticleVersionRow.content_hash == digest,
                 )
             )
-            or 0
-        ) + 1
+            if same is not None:
+                return None
+            published = self.s.scalar(
+                select(ArticleRow.published).where(ArticleRow.id == article_id)
+            )
+            number = (
+                self.s.scalar(
+                    select(func.max(ArticleVersionRow.number)).where(
+                        ArticleVersionRow.article_id == article_id
+                    )
+                )
+                or 0
+            ) + 1
+        if html_gz is None and html is not None:
+            html_gz = gzip_html(html)
         row = ArticleVersionRow(
             article_id=article_id,
             number=number,
             content_hash=digest,
             title=title,
             text=text,
-            html_gz=gzip.compress(html.encode("utf-8"), HTML_GZIP_LEVEL)
-            if html is not None
-            else None,
+            html_gz=html_gz,
             method=method,
             decoded_by=decoded_by,
             fetched_at=fetched_at,
@@ -518,33 +606,39 @@ class Repo:
     def save_figures(self, version_id: int, figures: Iterable[Figure]) -> int:
         self.s.execute(delete(FigureRow).where(FigureRow.version_id == version_id))
         seen: set[tuple[int, int, str]] = set()
-        count = 0
+        rows = []
         for f in figures:
             if (f.start, f.end, f.unit) in seen:
                 continue
             seen.add((f.start, f.end, f.unit))
-            self.s.add(
-                FigureRow(
-                    version_id=version_id,
-                    value=f.value,
-                    low=f.low,
-                    high=None if f.high == INF else f.high,
-                    unit=f.unit,
-                    qualifier=str(f.qualifier),
-                    kind=f.kind,
-                    metric=f.metric,
-                    subject=f.subject,
-                    period=f.period,
-                    quote=f.quote,
-                    start=f.start,
-                    end=f.end,
-                )
+            rows.append(
+                {
+                    "version_id": version_id,
+                    "value": f.value,
+                    "low": f.low,
+                    "high": None if f.high == INF else f.high,
+                    "unit": f.unit,
+                    "qualifier": str(f.qualifier),
+                    "kind": f.kind,
+                    "metric": f.metric,
+                    "subject": f.subject,
+                    "period": f.period,
+                    "quote": f.quote,
+                    "start": f.start,
+                    "end": f.end,
+                }
             )
-            count += 1
-        return count
+        if rows:  # one executemany, not an ORM object a figure
+            self.s.execute(insert(FigureRow), rows)
+        return len(rows)
 
     def mark_processed(self, version_id: int, now: datetime) -> None:
-        self.s.get_one(ArticleVersionRow, version_id).processed_at = now
+        self.s.execute(
+            update(ArticleVersionRow)
+            .where(ArticleVersionRow.id == version_id)
+            .values(processed_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
     # --- stories ----------------------------------------------------------------------------
 
@@ -559,6 +653,7 @@ class Repo:
         min_shared: int = 3,
         exclude: int = 0,
         until: datetime | None = None,
+        counts: dict[str, int] | None = None,
     ) -> list[tuple[int, int, dict[str, Any]]]:
         """(article id, story id, fingerprint) of the articles sharing most keys.
 
@@ -569,11 +664,12 @@ class Repo:
         for all keys. The window is [``since``, ``until``]: the upper bound matters
         when articles are analysed out of publication order (several workers, a late
         feed), since a newer article is as far from an old one as the window allows.
+        ``counts``: the keys' ``key_counts`` when the caller has them already.
         """
         wanted = sorted(set(keys))
         if not wanted:
             return []
-        df = self.key_counts(wanted, since, until)
+        df = counts if counts is not None else self.key_counts(wanted, since, until)
         usable = [k for k in wanted if df.get(k, 0) < per_key or df.get(k, 0) <= stop_df]
         if not usable:
             return []
@@ -669,17 +765,38 @@ class Repo:
         keys: Iterable[str],
         published: datetime,
     ) -> None:
-        row = self.s.get_one(ArticleRow, article_id)
-        row.story_id = story_id
-        row.story_level = level
-        row.story_score = score
-        row.fingerprint = fingerprint
+        # Statements, not ORM objects: this runs once an analysed article, with ~50 keys.
+        self.s.execute(
+            update(ArticleRow)
+            .where(ArticleRow.id == article_id)
+            .values(
+                story_id=story_id, story_level=level, story_score=score, fingerprint=fingerprint
+            )
+            .execution_options(synchronize_session=False)
+        )
         self.s.execute(delete(StoryKeyRow).where(StoryKeyRow.article_id == article_id))
-        for key in sorted(set(keys)):
-            self.s.add(StoryKeyRow(key=key, article_id=article_id, published=published))
-        story = self.s.get_one(StoryRow, story_id)
-        story.first_seen = min(story.first_seen, published)
-        story.last_seen = max(story.last_seen, published)
+        rows = [
+            {"key": key, "article_id": article_id, "published": published}
+            for key in sorted(set(keys))
+        ]
+        if rows:
+            self.s.execute(insert(StoryKeyRow), rows)
+        self._widen_story(story_id, published, published)
+
+    def _widen_story(self, story_id: int, first: datetime, last: datetime) -> None:
+        """Stretch a story's first/last seen to cover [``first``, ``last``]."""
+        first_at, last_at = literal(first, UTCDateTime()), literal(last, UTCDateTime())
+        self.s.execute(
+            update(StoryRow)
+            .where(StoryRow.id == story_id)
+            .values(
+                first_seen=case(
+                    (StoryRow.first_seen > first_at, first_at), else_=StoryRow.first_seen
+                ),
+                last_seen=case((StoryRow.last_seen < last_at, last_at), else_=StoryRow.last_seen),
+            )
+            .execution_options(synchronize_session=False)
+        )
 
     def merge_stories(
         self, from_story: int, into_story: int, article_id: int, at: datetime
@@ -690,11 +807,18 @@ class Repo:
         self.s.execute(
             update(ArticleRow).where(ArticleRow.story_id == from_story).values(story_id=into_story)
         )
-        src = self.s.get_one(StoryRow, from_story)
-        dst = self.s.get_one(StoryRow, into_story)
-        src.merged_into = into_story
-        dst.first_seen = min(dst.first_seen, src.first_seen)
-        dst.last_seen = max(dst.last_seen, src.last_seen)
+        # Statements, like ``attach``: the span is widened in SQL, never from an ORM
+        # object that an earlier statement of this transaction may have made stale.
+        first, last = self.s.execute(
+            select(StoryRow.first_seen, StoryRow.last_seen).where(StoryRow.id == from_story)
+        ).one()
+        self.s.execute(
+            update(StoryRow)
+            .where(StoryRow.id == from_story)
+            .values(merged_into=into_story)
+            .execution_options(synchronize_session=False)
+        )
+        self._widen_story(into_story, first, last)
         try:
             with self.s.begin_nested():
                 self.s.add(
@@ -712,6 +836,8 @@ class Repo:
             .join(OutletRow, OutletRow.id == ArticleRow.outlet_id)
             .where(StoryRow.merged_into.is_(None))
             .order_by(StoryRow.id, ArticleRow.published, ArticleRow.id)
+            # Spans are widened by statements: never answer from a stale loaded row.
+            .execution_options(populate_existing=True)
         )
         if story_id is not None:
             q = q.where(StoryRow.id == story_id)
