@@ -42,6 +42,8 @@ def test_user_overlay_overrides_one_key(tmp_path: Path) -> None:
         ("[alert]\nx = 1\n", "newsdrift.toml:1: alert: unknown section"),
         ("[fetch\n", "newsdrift.toml:1: invalid TOML"),
         ("[fetch]\nallow_private = 1\n", "fetch.allow_private: expected bool"),
+        ("[fetch]\nprocesses = -2\n", "newsdrift.toml:2: fetch.processes: expected 0 (one per"),
+        ("[fetch]\nprocesses = true\n", "fetch.processes: expected a number"),
     ],
 )
 def test_bad_settings_name_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:

@@ -1,0 +1,153 @@
+"""The concurrent cycle: pool and serial cycles store the same; batched writes stay
+isolated per item and really share a transaction."""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from pipeline.app import App
+from pipeline.demo_server import serve_demo
+from pipeline.models import FeedConfig
+from pipeline.run import Batch, RunReport, analyse_pending
+from pipeline.settings import load_settings
+from storage.repository import Store
+from storage.tables import FeedRow
+
+
+def _settings(processes: int):  # type: ignore[no-untyped-def]
+    s = load_settings(None)
+    return dataclasses.replace(
+        s,
+        fetch=dataclasses.replace(
+            s.fetch,
+            allow_private=True,
+            per_domain_min_gap_s=0.0,
+            per_domain_concurrency=4,
+            processes=processes,
+        ),
+    )
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cycle(tmp: Path, site: Any, processes: int) -> tuple[App, float]:
+    app = App(
+        db_url=f"sqlite:///{tmp / f'p{processes}.db'}",
+        settings=_settings(processes),
+        channels=[],
+        sync_feeds=False,
+    )
+    now = datetime.now(UTC)
+    with app._store().unit() as repo:
+        for outlet in site.outlets:
+            for url in outlet.feed_urls:
+                repo.add_feed(FeedConfig(url=url, outlet=outlet.name, lang=outlet.lang), now)
+    before = _children_cpu()
+    report = app.run_once()
+    assert report.articles_failed == 0, report.errors
+    return app, _children_cpu() - before
+
+
+def _outcome(app: App) -> dict[str, Any]:
+    return {
+        "articles": sorted((a.key, a.status, a.topic_score) for a in app.articles()),
+        "stories": sorted(sorted(s.articles) for s in app.stories()),
+        "drift": sorted(
+            (r["metric"], r["subject"], r["outlet"], r["value"], r["unit"], r["status"], r["quote"])
+            for r in app.drift_rows()
+        ),
+    }
+
+
+def test_pool_and_serial_cycles_store_the_same(tmp_path: Path) -> None:
+    with serve_demo() as site:
+        serial, serial_children = _cycle(tmp_path, site, processes=1)
+        pooled, pool_children = _cycle(tmp_path, site, processes=2)
+    assert serial_children == 0.0  # processes=1: nothing ran in a child process
+    assert pool_children > 0.0  # the pool did the extraction/analysis work
+    a, b = _outcome(serial), _outcome(pooled)
+    assert a["articles"] and a["stories"] and a["drift"]
+    assert a == b
+
+
+def test_a_batch_shares_one_transaction_and_undoes_a_failing_item_alone(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'batch.db'}"
+    store, other = Store.open(url), Store.open(url)
+    now = datetime.now(UTC)
+
+    def count() -> int:
+        with other.unit() as repo:
+            return int(repo.s.scalar(select(func.count(FeedRow.id))) or 0)
+
+    with Batch(store) as batch:
+        with batch.item() as repo:
+            repo.add_feed(FeedConfig(url="https://a.example/1.xml", outlet="A", lang="en"), now)
+        with pytest.raises(RuntimeError), batch.item() as repo:
+            repo.add_feed(FeedConfig(url="https://b.example/2.xml", outlet="B", lang="en"), now)
+            raise RuntimeError("this item fails after writing")
+        with batch.item() as repo:
+            repo.add_feed(FeedConfig(url="https://a.example/3.xml", outlet="A", lang="en"), now)
+        assert count() == 0  # nothing is committed item by item
+        batch.commit()
+        assert count() == 2
+    with store.unit() as repo:
+        assert sorted(f.url for f in repo.feeds()) == [
+            "https://a.example/1.xml",
+            "https://a.example/3.xml",
+        ]
+        assert {f.outlet for f in repo.feeds()} == {"A"}
+    store.close()
+    other.close()
+
+
+def test_one_failing_analysis_is_reported_and_the_others_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version whose analysis raises (a bug, not input) is undone alone, listed in the
+    report and left pending for the next cycle; the rest of the cycle is analysed."""
+    from pipeline import run
+    from pipeline.models import IngestItem
+
+    app = App(db_url=f"sqlite:///{tmp_path / 'a.db'}", channels=[], sync_feeds=False)
+    when = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    items = [
+        IngestItem(
+            id=f"a{i}",
+            url=f"https://o{i}.example/a.html",
+            outlet=f"O{i}",
+            lang="en",
+            published=when,
+            title=f"Nordwerk AI raises money {i}",
+            html=None,
+            text=f"Nordwerk AI raised $ {100 + i} million in a Series B round led by Kestrel. " * 3,
+        )
+        for i in range(3)
+    ]
+    real = run.prepare_version
+
+    def failing(article, published, lexicons):  # type: ignore[no-untyped-def]
+        if article.key == "a1":
+            raise ValueError("boom")
+        return real(article, published, lexicons)
+
+    monkeypatch.setattr(run, "prepare_version", failing)
+    store = app._store()
+    run.ingest(store, items, app.analysis(use_topic=False), app.clock, RunReport(), keep_all=True)
+    report = RunReport()
+    analyse_pending(store, app.analysis(use_topic=False), app.clock, report)
+    assert report.versions_processed == 2
+    assert len(report.errors) == 1 and "a1" in report.errors[0] and "boom" in report.errors[0]
+    with store.unit() as repo:
+        assert [a.key for a in repo.pending_versions()] == ["a1"]
