@@ -44,13 +44,11 @@ from pipeline.errors import (
 from pipeline.extract import decode_html, extract_article
 from pipeline.feeds import content_hash, normalize_url, parse_feed
 from pipeline.fetch import Fetcher, FetchResult, status_of
-from pipeline.figures import FigureLexicon, extract_figures, load_lexicons
+from pipeline.figures import FigureLexicon, load_lexicons
 from pipeline.models import (
-    Document,
     Extracted,
     FeedEntry,
     FeedState,
-    Figure,
     IngestItem,
     StoredArticle,
 )
@@ -58,7 +56,8 @@ from pipeline.notify import Channel, NotifyError
 from pipeline.polling import next_poll
 from pipeline.settings import Settings
 from pipeline.topic import Topic, TopicDecision, decide_entry, decide_text, load_topic
-from storage.repository import PendingDelivery, Repo, Store, gzip_html
+from pipeline.work import Prepared, prepare_batch, prepare_version, process_in_worker, process_page
+from storage.repository import PendingDelivery, Repo, Store
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,7 @@ ARTICLE_THREADS = 16  # article pages in flight (fetch; decode + extract in the 
 # spawn workers costs about a second.
 POOL_MIN_ITEMS = 8
 PARENT_CHECK_S = 0.5  # how often a pool worker checks that the cycle's process lives
-ANALYSIS_BATCH = 16  # versions a pool task prepares (figures, fingerprint, keys)
+ANALYSIS_BATCH = 32  # versions a pool task prepares (figures, fingerprint, keys)
 # Writes of consecutive items share a transaction (each item in its own savepoint) up to
 # this many items; a transaction is never held open while waiting for the network.
 COMMIT_EVERY = 50
@@ -469,32 +468,13 @@ class Page:
     html_gz: bytes  # the page as stored
 
 
-PageWork = tuple[str, Extracted, str, bytes]  # decoded_by, extraction, digest, html_gz
-
-
-def process_page(content: bytes, headers: dict[str, str], url: str) -> PageWork:
-    """Decode, extract, hash and compress one page (pure; runs in a pool worker)."""
-    html, decoded_by = decode_html(content, headers)
-    extracted = extract_article(html, url)
-    return decoded_by, extracted, content_hash(extracted.text), gzip_html(html)
-
-
-def _process_in_worker(content: bytes, headers: dict[str, str], url: str) -> PageWork | str:
-    """``process_page`` in a pool worker. A ParseError comes back as its reason: its
-    two-argument constructor does not survive pickling."""
-    try:
-        return process_page(content, headers, url)
-    except ParseError as e:
-        return e.reason
-
-
 def fetch_page(fetcher: Fetcher, url: str, cpu: Executor | None) -> Page:
     """GET one article page and process it (in ``cpu`` when given, else here)."""
     result = fetcher.fetch(url, kind="article")
     headers = dict(result.headers)
     if cpu is None:
         return Page(result, *process_page(result.content, headers, result.url))
-    outcome = cpu.submit(_process_in_worker, result.content, headers, result.url).result()
+    outcome = cpu.submit(process_in_worker, result.content, headers, result.url).result()
     if isinstance(outcome, str):
         raise ExtractionError(result.url, outcome)
     return Page(result, *outcome)
@@ -829,34 +809,6 @@ def ingest(
 # --- analysis: figures, stories, drift, alerts --------------------------------------------------
 
 
-Prepared = tuple[list[Figure], stories.Fingerprint, list[str]]  # figures, fingerprint, keys
-
-
-def prepare_version(
-    article: StoredArticle, published: datetime, lexicons: dict[str, FigureLexicon]
-) -> Prepared:
-    """The pure, CPU-heavy part of analysing a version: figures, fingerprint, keys."""
-    figures = extract_figures(article.text, article.lang, published, lexicons)
-    doc = Document(
-        title=article.title,
-        text=article.text,
-        lang=article.lang,
-        published=published,
-        outlet=article.outlet,
-        url=article.url,
-    )
-    fp = stories.fingerprint(doc, figures)
-    return figures, fp, sorted(stories.blocking_keys(fp))
-
-
-def _prepare_batch(
-    lexicon_dir: Path | None, batch: Sequence[tuple[StoredArticle, datetime]]
-) -> list[Prepared]:
-    """Runs in a pool worker; the lexicons are loaded there (they do not pickle)."""
-    lexicons = dict(load_lexicons(lexicon_dir))
-    return [prepare_version(article, published, lexicons) for article, published in batch]
-
-
 def analyse_version(
     repo: Repo,
     article: StoredArticle,
@@ -960,7 +912,7 @@ def analyse_pending(
     if cpu is not None and analysis.lexicon_source is not None:
         lexicon_dir = analysis.lexicon_source[0]
         chunks = [
-            cpu.submit(_prepare_batch, lexicon_dir, items[i : i + ANALYSIS_BATCH])
+            cpu.submit(prepare_batch, lexicon_dir, items[i : i + ANALYSIS_BATCH])
             for i in range(0, len(items), ANALYSIS_BATCH)
         ]
     try:

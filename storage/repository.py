@@ -7,7 +7,6 @@ isolated: a failed item rolls back alone and the cycle goes on.
 
 from __future__ import annotations
 
-import gzip
 import os
 import socket
 import uuid
@@ -47,6 +46,7 @@ from pipeline.models import (
     StoredArticle,
 )
 from storage.db import create_db_engine, upgrade
+from storage.pages import gzip_html
 from storage.tables import (
     AlertRow,
     AlertStateRow,
@@ -119,18 +119,6 @@ class ArticleRecord:
     topic_terms: tuple[str, ...]
     topic_stage: str | None
     story_id: int | None
-
-
-# Stored page HTML. On the 181 pages of the extraction benchmark corpus (one run):
-# level 9 5.0 ms / 34.1 kB a page, 6 2.5 ms / 34.3 kB, 3 1.2 ms / 38.5 kB, 1 1.0 ms /
-# 40.8 kB. Level 3 halves level 6's cost for 12 % more bytes: compression runs once
-# for every fetched page, in the extraction workers, and competes with extraction.
-HTML_GZIP_LEVEL = 3
-
-
-def gzip_html(html: str) -> bytes:
-    """A page's HTML as stored (pure: pool workers call it too)."""
-    return gzip.compress(html.encode("utf-8"), HTML_GZIP_LEVEL)
 
 
 class Store:

@@ -1,0 +1,67 @@
+"""The pure, CPU-heavy stages of a cycle, as the process pool runs them.
+
+Kept apart from ``pipeline.run`` so that a pool worker imports only what it needs
+(extraction, figures, fingerprints: about half of ``pipeline.run``'s import time,
+which every worker of every cycle pays). Everything here is a pure function of
+its arguments; results and arguments pickle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from pipeline import stories
+from pipeline.errors import ParseError
+from pipeline.extract import decode_html, extract_article
+from pipeline.feeds import content_hash
+from pipeline.figures import FigureLexicon, extract_figures, load_lexicons
+from pipeline.models import Document, Extracted, Figure, StoredArticle
+from storage.pages import gzip_html
+
+PageWork = tuple[str, Extracted, str, bytes]  # decoded_by, extraction, digest, html_gz
+Prepared = tuple[list[Figure], stories.Fingerprint, list[str]]  # figures, fingerprint, keys
+
+
+def process_page(content: bytes, headers: dict[str, str], url: str) -> PageWork:
+    """Decode, extract, hash and compress one fetched page."""
+    html, decoded_by = decode_html(content, headers)
+    extracted = extract_article(html, url)
+    return decoded_by, extracted, content_hash(extracted.text), gzip_html(html)
+
+
+def process_in_worker(content: bytes, headers: dict[str, str], url: str) -> PageWork | str:
+    """``process_page`` in a pool worker. A ParseError comes back as its reason: its
+    two-argument constructor does not survive pickling."""
+    try:
+        return process_page(content, headers, url)
+    except ParseError as e:
+        return e.reason
+
+
+def prepare_version(
+    article: StoredArticle, published: datetime, lexicons: dict[str, FigureLexicon]
+) -> Prepared:
+    """What analysing a version computes from the version alone: figures, fingerprint,
+    blocking keys (story assignment then needs the database)."""
+    figures = extract_figures(article.text, article.lang, published, lexicons)
+    doc = Document(
+        title=article.title,
+        text=article.text,
+        lang=article.lang,
+        published=published,
+        outlet=article.outlet,
+        url=article.url,
+    )
+    fp = stories.fingerprint(doc, figures)
+    return figures, fp, sorted(stories.blocking_keys(fp))
+
+
+def prepare_batch(
+    lexicon_dir: Path | None, batch: Sequence[tuple[StoredArticle, datetime]]
+) -> list[Prepared]:
+    """``prepare_version`` for a batch in a pool worker; the lexicons are loaded there
+    (they do not pickle), once a batch."""
+    lexicons = dict(load_lexicons(lexicon_dir))
+    return [prepare_version(article, published, lexicons) for article, published in batch]
