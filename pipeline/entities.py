@@ -136,7 +136,13 @@ _DE_PLURAL_ENDINGS: tuple[str, ...] = ("en", "er", "ern", "innen")
 
 _WORD = re.compile(r"[^\W_](?:[\w’'.&-]*[^\W_])?")
 _SENT_END = re.compile(r"[.!?:;\"“”«»„()\[\]|\n]\s*$")
-_NUMBER = re.compile(r"(?<![\w.,])(\d{1,3}(?:[.,\u202f ]\d{3})+|\d+)(?:([.,])(\d+))?(?![\w])")
+_NUMBER = re.compile(r"(?<![\w.,'’])(\d{1,3}(?:[.,\u202f '’]\d{3})+|\d+)(?:([.,])(\d+))?(?![\w'’])")
+# telephone and fax numbers ("07531 995-1012", "+49 (0)30 1234567"): a leading zero and digit
+# groups joined by spaces, slashes or hyphens; they identify an outlet's press office, not an
+# event (police press releases of one office share them)
+_PHONE = re.compile(
+    r"(?<![\w.,])(?:\+\d{1,3}[ /.-]?(?:\(0\) ?)?\d+|\(?0\d{2,5}\)?)(?:[ /.-]?\d{2,}){1,4}(?![\w])"
+)
 
 
 def _is_de_common_noun(word: str) -> bool:
@@ -229,6 +235,88 @@ def _strip_possessive(tok: str) -> str:
     return tok
 
 
+# Names that differ between German and English (exonyms, translated institutions, the many
+# spellings of the US): folded form -> one shared key, so that a German and an English
+# write-up meet on "Russland"/"Russia". Countries, capitals and the big institutions only.
+NAME_ALIASES: dict[str, str] = {
+    "russland": "russia",
+    "moskau": "moscow",
+    "deutschland": "germany",
+    "frankreich": "france",
+    "italien": "italy",
+    "spanien": "spain",
+    "osterreich": "austria",
+    "schweiz": "switzerland",
+    "turkei": "turkey",
+    "griechenland": "greece",
+    "polen": "poland",
+    "niederlande": "netherlands",
+    "belgien": "belgium",
+    "danemark": "denmark",
+    "schweden": "sweden",
+    "norwegen": "norway",
+    "finnland": "finland",
+    "tschechien": "czechia",
+    "czech republic": "czechia",
+    "ungarn": "hungary",
+    "rumanien": "romania",
+    "weissrussland": "belarus",
+    "indien": "india",
+    "irak": "iraq",
+    "iran": "iran",  # the same in both languages, listed because German gives it an article
+    "ukraine": "ukraine",
+    "libanon": "lebanon",
+    "jemen": "yemen",
+    "sudan": "sudan",
+    "slowakei": "slovakia",
+    "kongo": "congo",
+    "syrien": "syria",
+    "agypten": "egypt",
+    "saudi-arabien": "saudi arabia",
+    "kanada": "canada",
+    "mexiko": "mexico",
+    "brasilien": "brazil",
+    "argentinien": "argentina",
+    "australien": "australia",
+    "sudafrika": "south africa",
+    "nordkorea": "north korea",
+    "sudkorea": "south korea",
+    "usa": "usa",
+    "us": "usa",
+    "u.s": "usa",
+    "u.s.a": "usa",
+    "united states": "usa",
+    "vereinigte staaten": "usa",
+    "grossbritannien": "uk",
+    "britain": "uk",
+    "great britain": "uk",
+    "united kingdom": "uk",
+    "wien": "vienna",
+    "munchen": "munich",
+    "koln": "cologne",
+    "rom": "rome",
+    "prag": "prague",
+    "warschau": "warsaw",
+    "peking": "beijing",
+    "brussel": "brussels",
+    "genf": "geneva",
+    "lissabon": "lisbon",
+    "athen": "athens",
+    "kiew": "kyiv",
+    "kiev": "kyiv",
+    "europaische union": "eu",
+    "european union": "eu",
+    "vereinte nationen": "un",
+    "united nations": "un",
+    "uno": "un",
+    "weisse haus": "white house",
+    "weissen haus": "white house",
+}
+
+
+_KNOWN_NAMES: frozenset[str] = frozenset(NAME_ALIASES) | frozenset(NAME_ALIASES.values())
+
+
 def find_names(text: str, lang: str) -> tuple[str, ...]:
     """Normalised names in ``text`` (full multi-word names and their single tokens),
     the most mentioned first.
@@ -244,13 +332,14 @@ def find_names(text: str, lang: str) -> tuple[str, ...]:
     # (a relative "die" before a name, "..., die Meta nutzen kann", is a rare use)
     uses = Counter(t.text for t in toks)
     noun_uses = Counter(t.text for t in toks if t.noun_ctx and not _is_strong_name(t.text))
-    nouns = {w for w, n in noun_uses.items() if 2 * n >= uses[w]}
+    # (country names take articles in German: "die Schweiz", "der Iran")
+    nouns = {w for w, n in noun_uses.items() if 2 * n >= uses[w] and fold(w) not in _KNOWN_NAMES}
     lower = {t.text.casefold() for t in toks if t.text[:1].islower()}
     start_caps = Counter(t.text for t in toks if t.start and _is_capitalised(t.text))
 
     def attested(tok: str) -> bool:
-        # a sentence-initial word is a name if it is capitalised elsewhere too
-        if tok in inner_caps or tok + "s" in inner_caps:
+        # a sentence-initial word is a name if it is capitalised elsewhere too, or a known one
+        if tok in inner_caps or tok + "s" in inner_caps or fold(tok) in _KNOWN_NAMES:
             return True
         return start_caps[tok] >= 2 and tok.casefold() not in lower
 
@@ -299,9 +388,10 @@ def find_names(text: str, lang: str) -> tuple[str, ...]:
                 f[:-1] if f.endswith("s") and len(f) > 3 and singles.get(f[:-1]) else f
                 for f in folded
             ]
-        found = [f for f in folded if len(f) >= 2]
+        found = [NAME_ALIASES.get(f, f) for f in folded if len(f) >= 2]
         if 1 < len(folded) <= 4:
-            found.append(" ".join(folded))
+            joined = " ".join(folded)
+            found.append(NAME_ALIASES.get(joined, joined))
         for name in found:
             counts[name] += 1
             first.setdefault(name, pos)
@@ -312,10 +402,10 @@ def find_names(text: str, lang: str) -> tuple[str, ...]:
 def parse_number(integer: str, sep: str | None, frac: str | None, lang: str) -> float | None:
     """Parse a number written in ``lang``'s convention ("14,3" in German is 14.3)."""
     decimal_sep = "," if lang == "de" else "."
-    group = re.sub(r"[.,\u202f ]", "", integer)
+    group = re.sub(r"[.,\u202f '’]", "", integer)
     if integer != group:
         # grouped thousands: the separator must not be the decimal one
-        seps = set(re.findall(r"[.,\u202f ]", integer))
+        seps = set(re.findall(r"[.,\u202f '’]", integer))
         if decimal_sep in seps:
             return None
     if sep is None or frac is None:
@@ -338,7 +428,7 @@ def number_key(value: float) -> str:
 def find_numbers(text: str, lang: str) -> tuple[str, ...]:
     """Keys of the numbers written in ``text`` (decimals and integers ≥ 10, not years)."""
     keys: set[str] = set()
-    for m in _NUMBER.finditer(text):
+    for m in _NUMBER.finditer(_PHONE.sub(" ", text)):
         value = parse_number(m.group(1), m.group(2), m.group(3), lang)
         if value is None:
             continue

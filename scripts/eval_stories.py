@@ -11,7 +11,10 @@
   check), with key rarities taken over all articles of the set as the window; "same story"
   is that decision; pairs scored <= 1.5 are positives, >= 3 negatives; prints
   P/R/F1 per language pair and the Spearman correlation of the similarity with the human
-  score (negative: 1 means "same", 4 "unrelated").
+  score (negative: 1 means "same", 4 "unrelated"), for all pairs, the tuning half (even
+  first article id) and the held-out half (odd).
+
+Thresholds are tuned on the tuning halves only; the held-out halves are the scores that count.
 
 Exits 1 when a score falls below its pinned floor (measured minus a small margin). Never
 lower a floor to make a change pass: fix the change, or argue the new floor in the commit.
@@ -49,19 +52,32 @@ from pipeline.stories import (
     similarity,
 )
 
-# Pinned floors, measured on 2026-11-22 in both modes and taken at the lower of the two
-# (with pipeline.figures / --no-figures: ECB+ all 0.895/0.896, held-out 0.902/0.902; SemEval F1
-# de-de 0.604/0.604, en-en 0.842/0.853, de-en 0.625/0.667) minus a margin of 0.03 (0.075 for
-# de-en, where one of its 8 positive pairs moves F1 by about 0.07).
+# Pinned floors, measured on 2026-11-22 after the second run (phone numbers, Swiss digit
+# groups, name aliases; merge stays 0.31) with pipeline.figures and with --no-figures, taken at
+# the lower of the two (ECB+ all 0.904/0.900, held-out 0.902/0.902; SemEval F1 de-de
+# 0.604/0.604, en-en 0.842/0.853, de-en 0.667/0.667; held-out de-de 0.632/0.632, en-en
+# 0.812/0.839, de-en 0.500/0.500) minus a margin of 0.03 (0.075 for de-en, where one of its 8
+# positive pairs, 4 per half, moves F1 by 0.07-0.25).
 FLOORS: dict[str, float] = {
-    "ecb.bcubed_f1": 0.865,
+    "ecb.bcubed_f1": 0.87,
     "ecb.heldout.bcubed_f1": 0.87,
     "semeval.de-de.f1": 0.57,
     "semeval.en-en.f1": 0.81,
-    "semeval.de-en.f1": 0.55,
+    "semeval.de-en.f1": 0.59,
+    "semeval.heldout.de-de.f1": 0.60,
+    "semeval.heldout.en-en.f1": 0.78,
+    "semeval.heldout.de-en.f1": 0.42,
 }
 
 FigureFn = Callable[[str, str, datetime | None], Sequence[Figure]]
+FingerprintFn = Callable[[Document], Fingerprint]
+
+
+def fingerprinter(figs: FigureFn) -> FingerprintFn:
+    def make(doc: Document) -> Fingerprint:
+        return fingerprint(doc, figs(doc.text, doc.lang, doc.published))
+
+    return make
 
 
 def figure_extractor(use: bool) -> FigureFn:
@@ -118,8 +134,18 @@ def _date(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
+def ecb_fingerprints(rows: list[dict[str, Any]], make: FingerprintFn) -> dict[str, Fingerprint]:
+    out: dict[str, Fingerprint] = {}
+    for r in rows:
+        doc = Document(
+            title=r["title"] or "", text=r["text"], lang=r["lang"], published=_date(r["date"])
+        )
+        out[r["id"]] = make(doc)
+    return out
+
+
 def replay_ecb(
-    rows: list[dict[str, Any]], figs: FigureFn, th: Thresholds = THRESHOLDS
+    rows: list[dict[str, Any]], fps: dict[str, Fingerprint], th: Thresholds = THRESHOLDS
 ) -> dict[str, int]:
     """Cluster the rows through ``InMemoryIndex``; returns row id -> story id."""
 
@@ -130,9 +156,7 @@ def replay_ecb(
     pred: dict[str, int] = {}
     ids: dict[str, int] = {}
     for n, r in enumerate(sorted(rows, key=order), start=1):
-        published = _date(r["date"])
-        doc = Document(title=r["title"] or "", text=r["text"], lang=r["lang"], published=published)
-        index.add(n, fingerprint(doc, figs(doc.text, doc.lang, published)))
+        index.add(n, fps[r["id"]])
         ids[r["id"]] = n
     for rid, n in ids.items():
         pred[rid] = index.story_of(n)
@@ -140,9 +164,12 @@ def replay_ecb(
 
 
 def eval_ecb(
-    path: Path, figs: FigureFn, scores: dict[str, float], th: Thresholds = THRESHOLDS
+    path: Path, make: FingerprintFn, scores: dict[str, float], th: Thresholds = THRESHOLDS
 ) -> None:
     rows = read_jsonl(path)
+    t0 = time.perf_counter()
+    fps = ecb_fingerprints(rows, make)
+    print(f"ECB+ fingerprints: {time.perf_counter() - t0:.1f}s")
     halves = {
         "all": rows,
         "tune (even topics)": [r for r in rows if int(r["topic"][1:]) % 2 == 0],
@@ -151,7 +178,7 @@ def eval_ecb(
     print(f"ECB+ ({len(rows)} articles, {len({r['cluster'] for r in rows})} gold events)")
     for name, subset in halves.items():
         t0 = time.perf_counter()
-        pred = replay_ecb(subset, figs, th)
+        pred = replay_ecb(subset, fps, th)
         gold = {r["id"]: r["cluster"] for r in subset}
         p, r, f = bcubed(pred, gold)
         pf = pairwise_f1(pred, gold)
@@ -200,6 +227,12 @@ def background_rarity(fps: Sequence[Fingerprint]) -> Rarity:
     return Rarity(dict(df), len(fps))
 
 
+def semeval_half(row: dict[str, Any]) -> str:
+    """The deterministic split of the pairs: the parity of the first article's id (even: the
+    tuning half, odd: held out)."""
+    return "tune" if int(row["id1"]) % 2 == 0 else "heldout"
+
+
 def _pair_doc(text: str, lang: str) -> Document:
     # no titles: the first line (or sentence) of the text stands in for the headline
     first = text.strip().split("\n", 1)[0]
@@ -208,15 +241,15 @@ def _pair_doc(text: str, lang: str) -> Document:
 
 
 def eval_semeval(
-    path: Path, figs: FigureFn, scores: dict[str, float], th: Thresholds = THRESHOLDS
+    path: Path, make: FingerprintFn, scores: dict[str, float], th: Thresholds = THRESHOLDS
 ) -> None:
     rows = read_jsonl(path)
     print(f"SemEval-2022 task 8 pairs ({len(rows)})")
-    groups: dict[str, list[tuple[float, float, bool]]] = defaultdict(list)
+    groups: dict[str, list[tuple[dict[str, Any], float, float, bool]]] = defaultdict(list)
     pairs: list[tuple[dict[str, Any], Fingerprint, Fingerprint]] = []
     for r in rows:
         docs = [_pair_doc(r["text1"], r["lang1"]), _pair_doc(r["text2"], r["lang2"])]
-        a, b = (fingerprint(d, figs(d.text, d.lang, None)) for d in docs)
+        a, b = (make(d) for d in docs)
         pairs.append((r, a, b))
     rarity = background_rarity([fp for _, a, b in pairs for fp in (a, b)])
     for r, a, b in pairs:
@@ -225,26 +258,33 @@ def eval_semeval(
         decided = assign(b, [Candidate(1, 1, a)], th, rarity).story_id == 1
         same = shared >= th.min_shared_keys and decided
         sim = similarity(a, b, th, rarity).score
-        groups[f"{r['lang1']}-{r['lang2']}"].append((r["score"], sim, same))
+        groups[f"{r['lang1']}-{r['lang2']}"].append((r, r["score"], sim, same))
+    halves: dict[str, Callable[[dict[str, Any]], bool]] = {
+        "": lambda r: True,
+        "tune.": lambda r: semeval_half(r) == "tune",
+        "heldout.": lambda r: semeval_half(r) == "heldout",
+    }
     for lp in ("de-de", "en-en", "de-en"):
-        items = groups.get(lp, [])
-        if not items:
-            continue
-        tp = sum(1 for s, _, same in items if s <= 1.5 and same)
-        fp = sum(1 for s, _, same in items if s >= 3 and same)
-        fn = sum(1 for s, _, same in items if s <= 1.5 and not same)
-        p = tp / (tp + fp) if tp + fp else 0.0
-        rec = tp / (tp + fn) if tp + fn else 0.0
-        f = 2 * p * rec / (p + rec) if p + rec else 0.0
-        rho = spearman([s for s, _, _ in items], [sim for _, sim, _ in items])
-        n_pos = sum(1 for s, _, _ in items if s <= 1.5)
-        n_neg = sum(1 for s, _, _ in items if s >= 3)
-        print(
-            f"  {lp}: same-story P={p:.3f} R={rec:.3f} F1={f:.3f} "
-            f"(pos={n_pos} neg={n_neg}, all={len(items)})  Spearman(sim, score)={rho:.3f}"
-        )
-        scores[f"semeval.{lp}.f1"] = f
-        scores[f"semeval.{lp}.spearman"] = rho
+        for prefix, keep in halves.items():
+            items = [(s, sim, same) for r, s, sim, same in groups.get(lp, []) if keep(r)]
+            if not items:
+                continue
+            tp = sum(1 for s, _, same in items if s <= 1.5 and same)
+            fp = sum(1 for s, _, same in items if s >= 3 and same)
+            fn = sum(1 for s, _, same in items if s <= 1.5 and not same)
+            p = tp / (tp + fp) if tp + fp else 0.0
+            rec = tp / (tp + fn) if tp + fn else 0.0
+            f = 2 * p * rec / (p + rec) if p + rec else 0.0
+            rho = spearman([s for s, _, _ in items], [sim for _, sim, _ in items])
+            n_pos = sum(1 for s, _, _ in items if s <= 1.5)
+            n_neg = sum(1 for s, _, _ in items if s >= 3)
+            label = f"{lp} {prefix.rstrip('.') or 'all':8s}"
+            print(
+                f"  {label}: same-story P={p:.3f} R={rec:.3f} F1={f:.3f} "
+                f"(pos={n_pos} neg={n_neg}, all={len(items)})  Spearman(sim, score)={rho:.3f}"
+            )
+            scores[f"semeval.{prefix}{lp}.f1"] = f
+            scores[f"semeval.{prefix}{lp}.spearman"] = rho
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,9 +295,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     figs = figure_extractor(not args.no_figures)
+    make = fingerprinter(figs)
     scores: dict[str, float] = {}
-    eval_ecb(args.corpus / "ecbplus_dev.jsonl", figs, scores)
-    eval_semeval(args.corpus / "semeval2022t8_dev_pairs.jsonl", figs, scores)
+    eval_ecb(args.corpus / "ecbplus_dev.jsonl", make, scores)
+    eval_semeval(args.corpus / "semeval2022t8_dev_pairs.jsonl", make, scores)
     failed = [
         f"{k}={scores.get(k, 0.0):.3f} < {v:.3f}"
         for k, v in FLOORS.items()

@@ -71,3 +71,38 @@ def test_fold_and_terms() -> None:
     assert "ubernahmen" in words and "takeovers" in words and "gestern" not in words
     assert stem("ubernahmen") == stem("ubernahme")
     assert top_terms(["alpha", "beta", "alpha", "gamma"], 2) == ("alpha", "beta")
+
+
+def test_telephone_numbers_are_not_number_keys() -> None:
+    # a press office's numbers are shared by all its releases, not by one event
+    text = (
+        "Der Schaden liegt bei 1.500 Euro. Rückfragen: Telefon 07531 995-1012, "
+        "Fax +49 (0)30 1234567, Tel. 030/123 45 67."
+    )
+    assert find_numbers(text, "de") == ("n:1500",)
+    assert find_numbers("Call 020 7946 0958 about the 250 jobs.", "en") == ("n:250",)
+    # a decimal below one is no telephone number
+    assert find_numbers("Das BIP wuchs um 0,5 Prozent.", "de") == ("n:0.5",)
+
+
+def test_apostrophe_groups_thousands() -> None:
+    # Swiss German writes 100'000
+    assert find_numbers("Ein Schaden von über 100'000 Franken.", "de") == ("n:100000",)
+    assert find_numbers("Ein Schaden von über 100’000 Franken.", "de") == ("n:100000",)
+
+
+def test_exonyms_and_country_names_meet_across_languages() -> None:
+    de = find_names(
+        "Russland will laut US-Behörden Bernie Sanders unterstützen. Moskau bestreitet das. "
+        "Die USA und die Schweiz reagierten, auch der Iran.",
+        "de",
+    )
+    en = find_names(
+        "Russia is helping Bernie Sanders, U.S. officials say. Moscow denies it; the United "
+        "States and Switzerland responded, and Iran too.",
+        "en",
+    )
+    shared = {"russia", "moscow", "usa", "switzerland", "iran", "bernie sanders"}
+    assert shared <= set(de) & set(en)
+    # a country after a German article is still a name, a common noun still is not
+    assert "behorden" not in de
