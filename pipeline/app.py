@@ -87,6 +87,10 @@ class App:
     # Add the feeds of the config's feeds.toml before each cycle (off for the demo).
     sync_feeds: bool = True
     _analyses: dict[bool, Analysis] = field(default_factory=dict, init=False, repr=False)
+    # One lease holder for the App's life: a cycle whose lease could not be released (the
+    # database went away at its end) leaves the lease to this App's next cycle, instead
+    # of to no one until LEASE_TTL has passed (a daemon locked out by its own lease).
+    _holder: str = field(default_factory=lease_holder, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.settings is None:
@@ -147,7 +151,7 @@ class App:
         once LEASE_RENEW_AFTER has passed (raising LeaseHeld if it was lost meanwhile).
         """
         store = self._store()
-        holder = lease_holder()
+        holder = self._holder
         with store.unit() as repo:
             repo.acquire_lease(CYCLE_LEASE, holder, self.clock(), LEASE_TTL)
         renewed = self.clock()

@@ -10,7 +10,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from pipeline.errors import StorageError
@@ -18,6 +18,8 @@ from pipeline.errors import StorageError
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# PostgreSQL advisory lock held while migrating (an arbitrary constant: b"ndmigr").
+MIGRATION_LOCK_KEY = 0x6E646D696772
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -45,7 +47,46 @@ def create_db_engine(url: str) -> Engine:
         engine = create_engine(parsed, connect_args={"timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(parsed, pool_pre_ping=True)
+    engine = create_engine(parsed, pool_pre_ping=True)
+    event.listen(engine, "handle_error", _server_condition)
+    return engine
+
+
+# SQLSTATEs (or their class, the first two characters) of conditions of the database
+# server, not of newsdrift's code: each becomes a StorageError with a plain message, as
+# SQLite's read-only file or full disk do (an OperationalError there). Constraint
+# violations and the like stay SQLAlchemy errors: the repository handles some (the
+# lease's IntegrityError) and any other is a bug that must fail loudly.
+_SERVER_CONDITIONS = {
+    "25006": "the database is read-only",  # read_only_sql_transaction
+    "42501": "the database role lacks a privilege newsdrift needs",  # insufficient_privilege
+    "53100": "the database server's disk is full",  # disk_full
+    "53": "the database server is out of resources",  # memory, connections
+    "08": "lost the connection to the database server",  # connection_exception
+    "57P": "the database server is shutting down or restarting",  # operator_intervention
+}
+
+
+def _one_line(message: object) -> str:
+    """libpq's messages span lines (a hint on the next, tab-indented): one line for a log
+    line or the CLI's ``Error: …``."""
+    return " ".join(str(message).split())
+
+
+def _server_condition(ctx: ExceptionContext) -> None:
+    """``handle_error`` hook of PostgreSQL engines: a server condition (read-only, no
+    privilege, disk full, server down or restarting) raises StorageError instead."""
+    error = ctx.original_exception
+    if not hasattr(error, "sqlstate"):
+        return  # not an error of the driver (psycopg's errors carry their SQLSTATE)
+    sqlstate = error.sqlstate or ""
+    where = ctx.engine.url.render_as_string(hide_password=True) if ctx.engine else "database"
+    for prefix in sorted(_SERVER_CONDITIONS, key=len, reverse=True):
+        if sqlstate.startswith(prefix):
+            raise StorageError(f"{_SERVER_CONDITIONS[prefix]} ({where}): {_one_line(error)}")
+    if ctx.is_disconnect or (ctx.connection is None and not sqlstate):
+        what = "cannot connect to" if ctx.connection is None else "lost the connection to"
+        raise StorageError(f"{what} the database server ({where}): {_one_line(error)}")
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -72,6 +113,12 @@ def upgrade(engine: Engine) -> None:
                 # up to the busy timeout): one process migrates, all or nothing, and the
                 # other then finds the schema current.
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif engine.dialect.name == "postgresql":
+                # The same on PostgreSQL: DDL is transactional, but two first runs would
+                # both create the tables and one would fail on a duplicate catalog entry.
+                # The lock is held to the commit; the second process then finds the
+                # schema current (alembic reads the version again, in a new snapshot).
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     except OperationalError as e:

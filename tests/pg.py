@@ -12,7 +12,10 @@ to run as root: under root the cluster runs as ``NEWSDRIFT_PG_USER`` (default
 Without the PostgreSQL binaries the tests that need them are skipped with the
 reason, except under ``CI=true``, where they fail: CI must run both backends.
 Fixtures (load with ``pytest_plugins = ("tests.pg",)`` in conftest): ``pg_cluster``
-(session) and ``pg_url`` (one database per module).
+(session), ``pg_url`` (one database per module) and ``new_db`` (fresh databases of each
+backend under ``NEWSDRIFT_TEST_DB``: ``new_db(name)`` and ``new_db.copy(url)``).
+``snapshot_of(url)`` and ``integrity_of(url)`` read what a database holds and check it
+is whole, on either backend.
 """
 
 from __future__ import annotations
@@ -28,8 +31,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.helpers_cli import Snapshot
 
 # Settings that make a test cluster fast; durability does not matter for it.
 FAST_SETTINGS = (
@@ -121,32 +128,11 @@ class PgCluster:
                 "--no-sync",
             ]
         )
-        options = " ".join(
-            [
-                "-c listen_addresses=127.0.0.1",
-                f"-c unix_socket_directories={base}",
-                *(f"-c {s}" for s in FAST_SETTINGS),
-            ]
-        )
         last: RuntimeError | None = None
         for _attempt in range(3):  # a port taken between free_port() and the bind: retry
             cluster.port = free_port()
             try:
-                cluster._run(
-                    [
-                        str(bindir / "pg_ctl"),
-                        "-D",
-                        str(cluster.data),
-                        "-l",
-                        str(base / "server.log"),
-                        "-w",
-                        "-t",
-                        str(START_TIMEOUT_S),
-                        "-o",
-                        f"-p {cluster.port} {options}",
-                        "start",
-                    ]
-                )
+                cluster._start_server()
                 return cluster
             except RuntimeError as e:
                 last = e
@@ -154,11 +140,43 @@ class PgCluster:
         assert last is not None
         raise last
 
+    def _options(self) -> str:
+        return " ".join(
+            [
+                "-c listen_addresses=127.0.0.1",
+                f"-c unix_socket_directories={self.base}",
+                *(f"-c {s}" for s in FAST_SETTINGS),
+            ]
+        )
+
+    def _start_server(self) -> None:
+        self._run(
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.base / "server.log"),
+                "-w",
+                "-t",
+                str(START_TIMEOUT_S),
+                "-o",
+                f"-p {self.port} {self._options()}",
+                "start",
+            ]
+        )
+
+    def stop_server(self, mode: str = "fast") -> None:
+        """Shut the server down (``fast``: clients are disconnected); the data stay."""
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
+
+    def start_server(self) -> None:
+        """Start the server again, on the same port."""
+        self._start_server()
+
     def stop(self) -> None:
         try:
-            self._run(
-                [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]
-            )
+            self.stop_server("immediate")
         finally:
             shutil.rmtree(self.base, ignore_errors=True)
 
@@ -189,6 +207,30 @@ class PgCluster:
         with psycopg.connect(self.conninfo(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{safe}"')
             conn.execute(f'CREATE DATABASE "{safe}"')
+        return self.url(safe)
+
+    def execute(self, *statements: str, database: str = "postgres") -> None:
+        """Run ``statements`` as the superuser, each in its own transaction."""
+        import psycopg
+
+        with psycopg.connect(self.conninfo(database), autocommit=True) as conn:
+            for statement in statements:
+                conn.execute(statement.encode())
+
+    def query(self, sql: str, database: str = "postgres") -> list[tuple[Any, ...]]:
+        """The rows of one query, as the superuser."""
+        import psycopg
+
+        with psycopg.connect(self.conninfo(database), autocommit=True) as conn:
+            return [tuple(r) for r in conn.execute(sql.encode()).fetchall()]
+
+    def copy_database(self, source_url: str, name: str) -> str:
+        """A copy of the database of ``source_url`` (nobody may be connected to it)."""
+        safe = re.sub(r"[^a-z0-9_]", "_", name.lower())[:60]
+        self.execute(
+            f'DROP DATABASE IF EXISTS "{safe}"',
+            f'CREATE DATABASE "{safe}" TEMPLATE "{database_name(source_url)}"',
+        )
         return self.url(safe)
 
 
@@ -244,12 +286,31 @@ class DbFactory:
         self._cluster = cluster
         self._count = 0
 
-    def __call__(self, name: str = "nd") -> str:
+    @property
+    def cluster(self) -> PgCluster:
+        """The PostgreSQL cluster (only for the ``postgresql`` backend)."""
+        assert self._cluster is not None, "not a PostgreSQL backend"
+        return self._cluster
+
+    def _next(self, name: str) -> str:
         self._count += 1
+        return f"{name}-{self._count}"
+
+    def __call__(self, name: str = "nd") -> str:
+        unique = self._next(name)
         if self.backend == "sqlite":
-            return f"sqlite:///{self._tmp / f'{name}-{self._count}.db'}"
-        assert self._cluster is not None
-        return self._cluster.create_database(f"{self._module}_{name}_{self._count}")
+            return f"sqlite:///{self._tmp / f'{unique}.db'}"
+        return self.cluster.create_database(f"{self._module}_{unique}")
+
+    def copy(self, url: str, name: str = "copy") -> str:
+        """A fresh database holding what the database of ``url`` holds (no process may
+        be writing to it): the file copied, or ``CREATE DATABASE … TEMPLATE``."""
+        unique = self._next(name)
+        if self.backend == "sqlite":
+            target = self._tmp / f"{unique}.db"
+            shutil.copy(sqlite_file(url), target)
+            return f"sqlite:///{target}"
+        return self.cluster.copy_database(url, f"{self._module}_{unique}")
 
 
 @pytest.fixture(scope="module", params=backends_under_test())
@@ -259,3 +320,128 @@ def new_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     cluster = request.getfixturevalue("pg_cluster") if backend == "postgresql" else None
     module = request.module.__name__.rsplit(".", 1)[-1]
     return DbFactory(backend, tmp_path_factory.mktemp("db"), module, cluster)
+
+
+# --- reading a database of either backend ---------------------------------------------------------
+
+
+def database_name(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    assert name, url
+    return name
+
+
+def sqlite_file(url: str) -> Path:
+    from storage.db import sqlite_path
+
+    path = sqlite_path(url)
+    assert path is not None, f"not a SQLite file URL: {url}"
+    return path
+
+
+def _pg_connect(url: str) -> Any:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    return psycopg.connect(
+        host=u.host, port=u.port, user=u.username, dbname=u.database, autocommit=True
+    )
+
+
+def integrity_of(url: str) -> str:
+    """``"ok"`` when the database is sound. SQLite: ``PRAGMA integrity_check``.
+    PostgreSQL: amcheck's ``bt_index_check`` (with ``heapallindexed``) over every index of
+    newsdrift's tables — every row is in its indexes and every index is well-formed."""
+    if url.startswith("sqlite"):
+        from tests.helpers_cli import integrity_check
+
+        return integrity_check(sqlite_file(url))
+    problems: list[str] = []
+    with _pg_connect(url) as conn:
+        conn.execute("SET default_transaction_read_only = off")
+        conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+        indexes = conn.execute(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am a ON a.oid = c.relam "
+            "WHERE n.nspname = 'public' AND a.amname = 'btree' ORDER BY 1"
+        ).fetchall()
+        for (index,) in indexes:
+            try:
+                conn.execute(
+                    "SELECT bt_index_check(index => %s::regclass, heapallindexed => true)",
+                    (index,),
+                )
+            except Exception as e:  # reported, like PRAGMA integrity_check's rows
+                problems.append(f"{index}: {e}")
+    return "\n".join(problems) or "ok"
+
+
+def snapshot_of(url: str) -> Snapshot:
+    """What the database of ``url`` holds (``tests.helpers_cli.Snapshot``), on either
+    backend; the PostgreSQL queries are those of ``helpers_cli.snapshot``.
+
+    An alert's key starts with its story's id. PostgreSQL does not give back the ids of
+    a rolled-back transaction (a sequence never goes back), SQLite does: after a run
+    killed mid-transaction, the same stories have other ids on PostgreSQL only. Keys are
+    compared with each story id replaced by its rank among the stories (1, 2, …), which
+    is the id SQLite would have given."""
+    from tests.helpers_cli import Snapshot, snapshot
+
+    if url.startswith("sqlite"):
+        return snapshot(sqlite_file(url))
+    with _pg_connect(url) as conn:
+
+        def rows(sql: str) -> list[tuple[Any, ...]]:
+            return [tuple(r) for r in conn.execute(sql.encode()).fetchall()]
+
+        articles = sorted(r[0] for r in rows("SELECT key FROM articles"))
+        versions = sorted(
+            rows(
+                "SELECT a.key, v.content_hash FROM article_versions v "
+                "JOIN articles a ON a.id = v.article_id"
+            )
+        )
+        figures = sorted(
+            rows(
+                'SELECT a.key, v.content_hash, f.start, f."end", f.unit FROM figures f '
+                "JOIN article_versions v ON v.id = f.version_id "
+                "JOIN articles a ON a.id = v.article_id"
+            )
+        )
+        rank = {r[0]: n for n, r in enumerate(rows("SELECT id FROM stories ORDER BY id"), 1)}
+
+        def dense(key: str) -> str:
+            head, bar, rest = key.partition("|")
+            if bar and head.isdigit() and int(head) in rank:
+                return f"{rank[int(head)]}|{rest}"
+            return key
+
+        alerts = sorted(dense(r[0]) for r in rows("SELECT key FROM alerts"))
+        deliveries = sorted(
+            (dense(k), c)
+            for k, c in rows(
+                "SELECT a.key, d.channel FROM deliveries d JOIN alerts a ON a.id = d.alert_id"
+            )
+        )
+        groups: dict[int, set[str]] = {}
+        for key, story in rows(
+            "SELECT a.key, a.story_id FROM articles a JOIN stories s ON s.id = a.story_id "
+            "WHERE s.merged_into IS NULL"
+        ):
+            groups.setdefault(story, set()).add(key)
+        unprocessed = rows(
+            "SELECT count(*) FROM article_versions v JOIN articles a ON a.id = v.article_id "
+            "WHERE v.processed_at IS NULL AND a.status != 'skipped'"
+        )[0][0]
+    return Snapshot(
+        article_keys=tuple(articles),
+        versions=tuple(versions),
+        figures=tuple(figures),
+        alert_keys=tuple(alerts),
+        deliveries=tuple(deliveries),
+        stories=frozenset(frozenset(g) for g in groups.values()),
+        unprocessed_versions=int(unprocessed),
+    )

@@ -1,9 +1,11 @@
 """Crash safety: ``newsdrift run`` killed with SIGKILL at random points loses and duplicates
 nothing.
 
-A reference run over loopback outlets is never killed. Then, in each round, a run
-on a fresh database is SIGKILLed after a random delay within the reference run's
-duration; SQLite's integrity check must pass, the next run must complete (exit 0),
+On each backend under test (``NEWSDRIFT_TEST_DB``): a reference run over loopback
+outlets is never killed. Then, in each round, a run on a fresh database is SIGKILLed
+after a random delay within the reference run's duration; the database's integrity
+check must pass (SQLite's ``PRAGMA integrity_check``; on PostgreSQL amcheck over every
+index, see ``tests.pg.integrity_of``), the next run must complete (exit 0),
 and the database must then hold exactly what the reference holds: every article
 once, every figure once per version, every alert once in the outbox, and the same
 stories.
@@ -22,9 +24,7 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,15 +37,14 @@ from tests.helpers_cli import (
     Snapshot,
     compare,
     describe,
-    integrity_check,
     kill_hard,
     make_corpus,
     newsdrift,
     serve_outlets,
-    snapshot,
     start_newsdrift,
     write_config,
 )
+from tests.pg import DbFactory, integrity_of, snapshot_of, sqlite_file
 
 SLOW = os.environ.get("NEWSDRIFT_SLOW") == "1"
 # Each round costs two CLI processes (≈1.5 s of start-up each, then the cycle): on two
@@ -64,7 +63,8 @@ PARALLEL = 3
 
 @dataclass(frozen=True)
 class Reference:
-    db_url_of: str  # format string with {path}
+    url: str  # the never-killed run's database
+    new_db: DbFactory  # fresh databases on the same backend
     config: Path
     tmp: Path
     duration_s: float
@@ -72,23 +72,23 @@ class Reference:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reference]:
+def reference(tmp_path_factory: pytest.TempPathFactory, new_db: DbFactory) -> Iterator[Reference]:
     tmp = tmp_path_factory.mktemp("crash")
     corpus = make_corpus(tmp / "corpus", mirrors=MIRRORS)
     with serve_outlets(corpus, delay_s=REPLY_DELAY_S) as site:
         config = write_config(tmp / "config", site, alerts_log=tmp / "alerts.log")
-        db = tmp / "reference.db"
+        url = new_db("reference")
         started = time.monotonic()
-        result = newsdrift(f"sqlite:///{db}", config, "run")
+        result = newsdrift(url, config, "run")
         duration = time.monotonic() - started
         assert result.returncode == 0, describe(result)
-        assert integrity_check(db) == "ok"
-        ref = snapshot(db)
+        assert integrity_of(url) == "ok"
+        ref = snapshot_of(url)
         # The corpus is built so that outlets disagree: without alerts the outbox
         # comparison below would prove nothing.
         assert ref.article_keys and ref.figures and ref.alert_keys, ref
         assert not ref.duplicates(), ref.duplicates()
-        yield Reference("sqlite:///{path}", config, tmp, duration, ref)
+        yield Reference(url, new_db, config, tmp, duration, ref)
 
 
 @dataclass(frozen=True)
@@ -99,9 +99,13 @@ class Round:
     problems: tuple[str, ...]
 
 
-def _crash_round(ref: Reference, index: int, rng: random.Random) -> Round:
-    db = Path(tempfile.mkdtemp(prefix=f"round-{index}-", dir=ref.tmp)) / "nd.db"
-    url = ref.db_url_of.format(path=db)
+def _written(url: str) -> bool:
+    """Whether the killed run got as far as creating the database (a SQLite file; a
+    PostgreSQL database is created empty by the test)."""
+    return not url.startswith("sqlite") or sqlite_file(url).exists()
+
+
+def _crash_round(ref: Reference, index: int, url: str, rng: random.Random) -> Round:
     delay = rng.uniform(0.0, ref.duration_s)
     problems: list[str] = []
     proc = start_newsdrift(url, ref.config, "run")
@@ -114,18 +118,18 @@ def _crash_round(ref: Reference, index: int, rng: random.Random) -> Round:
     except subprocess.TimeoutExpired:
         kill_hard(proc)
         killed = True
-    if db.exists():
-        check = integrity_check(db)
+    if _written(url):
+        check = integrity_of(url)
         if check != "ok":
             problems.append(f"integrity check after the kill: {check}")
     result = newsdrift(url, ref.config, "run")
     if result.returncode != 0:
         problems.append(f"the run after the kill did not complete: {describe(result)}")
     else:
-        check = integrity_check(db)
+        check = integrity_of(url)
         if check != "ok":
             problems.append(f"integrity check after the next run: {check}")
-        problems.extend(compare(ref.snapshot, snapshot(db)))
+        problems.extend(compare(ref.snapshot, snapshot_of(url)))
     return Round(index, delay, killed, tuple(problems))
 
 
@@ -140,8 +144,9 @@ def _kill_rounds(reference: Reference, kills: int) -> None:
             batch = range(index, index + max(PARALLEL, kills - sum(r.killed for r in rounds)))
             index = batch.stop
             rngs = [random.Random(rng.getrandbits(64)) for _ in batch]
+            urls = [reference.new_db(f"round-{i}") for i in batch]  # here, not in threads
             rounds.extend(
-                pool.map(lambda a: _crash_round(reference, *a), zip(batch, rngs, strict=True))
+                pool.map(lambda a: _crash_round(reference, *a), zip(batch, urls, rngs, strict=True))
             )
     failed = [r for r in rounds if r.problems]
     report = "\n".join(
@@ -170,8 +175,7 @@ def test_sigkill_acceptance_twenty_plus_kills(reference: Reference) -> None:
 
 def test_a_second_run_adds_nothing(reference: Reference) -> None:
     """Running again over the same outlets duplicates nothing (the cycle is idempotent)."""
-    db = reference.tmp / "twice.db"
-    shutil.copy(reference.tmp / "reference.db", db)
-    result = newsdrift(reference.db_url_of.format(path=db), reference.config, "run")
+    url = reference.new_db.copy(reference.url, "twice")
+    result = newsdrift(url, reference.config, "run")
     assert result.returncode == 0, describe(result)
-    assert compare(reference.snapshot, snapshot(db)) == []
+    assert compare(reference.snapshot, snapshot_of(url)) == []

@@ -12,16 +12,17 @@ from pipeline.app import App
 from pipeline.daemon import run_daemon
 from pipeline.errors import LeaseHeld
 from storage.repository import Store
+from tests.pg import DbFactory
 
 
-def make_app(tmp_path: Path) -> App:
+def make_app(tmp_path: Path, db_url: str) -> App:
     cfg = tmp_path / "cfg"
     cfg.mkdir(exist_ok=True)
     (cfg / "feeds.toml").write_text("# no feeds\n")
     (cfg / "newsdrift.toml").write_text(
         f'[alerts]\nconsole = false\nlog_file = "{tmp_path / "a.log"}"\n'
     )
-    return App(db_url=f"sqlite:///{tmp_path / 'nd.db'}", config_dir=cfg)
+    return App(db_url=db_url, config_dir=cfg)
 
 
 def cycles(app: App) -> int:
@@ -34,8 +35,9 @@ def cycles(app: App) -> int:
         )
 
 
-def test_daemon_runs_cycles_and_stops_cleanly(tmp_path: Path) -> None:
-    app = make_app(tmp_path)
+def test_daemon_runs_cycles_and_stops_cleanly(tmp_path: Path, new_db: DbFactory) -> None:
+    url = new_db("daemon")
+    app = make_app(tmp_path, url)
     stop = threading.Event()
     metrics = tmp_path / "metrics.prom"
     worker = threading.Thread(
@@ -49,7 +51,7 @@ def test_daemon_runs_cycles_and_stops_cleanly(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert cycles(app) >= 2
 
-    second = make_app(tmp_path)  # another daemon on the same database
+    second = make_app(tmp_path, url)  # another daemon on the same database
     with pytest.raises(LeaseHeld, match="daemon"):
         run_daemon(second, interval_minutes=0.002, stop=threading.Event())
 
@@ -58,5 +60,5 @@ def test_daemon_runs_cycles_and_stops_cleanly(tmp_path: Path) -> None:
     assert not worker.is_alive()
     assert "newsdrift_feeds 0" in metrics.read_text()
     # Its leases are released: a new daemon may start.
-    with Store.open(f"sqlite:///{tmp_path / 'nd.db'}").engine.connect() as conn:
+    with Store.open(url).engine.connect() as conn:
         assert conn.exec_driver_sql("select count(*) from leases").scalar_one() == 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -12,6 +11,7 @@ from pipeline.cli import main
 from pipeline.feeds import content_hash
 from pipeline.models import Figure, Qualifier
 from storage.repository import Store
+from tests.pg import DbFactory
 
 T = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -32,8 +32,8 @@ def fig(metric: str | None) -> Figure:
     )
 
 
-def test_prune_keeps_what_a_drift_row_needs(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'nd.db'}"
+def test_prune_keeps_what_a_drift_row_needs(new_db: DbFactory) -> None:
+    url = new_db("prune")
     store = Store.open(url)
     with store.unit() as repo:
         aid, _ = repo.add_article(
@@ -73,8 +73,8 @@ def test_prune_keeps_what_a_drift_row_needs(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "expected a number with d, h or m" in bad.output
 
 
-def test_status_and_db_upgrade(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'nd.db'}"
+def test_status_and_db_upgrade(new_db: DbFactory) -> None:
+    url = new_db("status")
     runner = CliRunner()
     up = runner.invoke(main, ["--db", url, "db", "upgrade"])
     assert up.exit_code == 0 and "-> 0004" in up.output, up.output

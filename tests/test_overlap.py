@@ -1,4 +1,5 @@
-"""Overlap: runs, cron and daemons on one database never run a cycle at the same time.
+"""Overlap: runs, cron and daemons on one database never run a cycle at the same time
+(on each backend under test, ``NEWSDRIFT_TEST_DB``).
 
 Two ``newsdrift run`` at once: one runs, the other exits at once with
 ``EXIT_LEASE_HELD`` (75, EX_TEMPFAIL: "try again later") and a message saying that
@@ -34,15 +35,14 @@ from tests.helpers_cli import (
     Snapshot,
     compare,
     describe,
-    integrity_check,
     kill_hard,
     make_corpus,
     newsdrift,
     serve_outlets,
-    snapshot,
     start_newsdrift,
     write_config,
 )
+from tests.pg import DbFactory, integrity_of, snapshot_of
 
 # Exit status of a run that found the lease taken (sysexits.h EX_TEMPFAIL).
 EXIT_LEASE_HELD = 75
@@ -65,17 +65,19 @@ class Env:
     site: Site
     config: Path
     reference: Snapshot
+    new_db: DbFactory
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(tmp_path_factory: pytest.TempPathFactory, new_db: DbFactory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("overlap")
     corpus = make_corpus(tmp / "corpus", mirrors=0)
     with serve_outlets(corpus) as site:
         config = write_config(tmp / "config", site, alerts_log=tmp / "alerts.log")
-        result = newsdrift(f"sqlite:///{tmp / 'reference.db'}", config, "run")
+        reference = new_db("reference")
+        result = newsdrift(reference, config, "run")
         assert result.returncode == 0, describe(result)
-        yield Env(tmp, site, config, snapshot(tmp / "reference.db"))
+        yield Env(tmp, site, config, snapshot_of(reference), new_db)
 
 
 @contextmanager
@@ -88,11 +90,9 @@ def slow_outlets(env: Env) -> Iterator[None]:
         env.site.set_delay(0.0)
 
 
-def _fresh_db(env: Env, name: str) -> tuple[Path, str]:
-    db = env.tmp / f"{name}.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
-    return db, f"sqlite:///{db}"
+def _fresh_db(env: Env, name: str) -> str:
+    """A URL of a new, empty database on the backend under test."""
+    return env.new_db(name)
 
 
 def _wait_until(condition: Callable[[], bool], what: str, proc: subprocess.Popen[str]) -> None:
@@ -141,14 +141,14 @@ def _stop(proc: subprocess.Popen[str]) -> tuple[subprocess.CompletedProcess[str]
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), took
 
 
-def _assert_complete(env: Env, db: Path) -> None:
+def _assert_complete(env: Env, url: str) -> None:
     """The database holds what the never-interrupted reference holds."""
-    assert integrity_check(db) == "ok"
-    assert compare(env.reference, snapshot(db)) == []
+    assert integrity_of(url) == "ok"
+    assert compare(env.reference, snapshot_of(url)) == []
 
 
 def test_two_runs_one_runs_the_other_exits_cleanly(env: Env) -> None:
-    db, url = _fresh_db(env, "two-runs")
+    url = _fresh_db(env, "two-runs")
     with env.site.held():
         first = start_newsdrift(url, env.config, "run")
         _in_cycle(env, first)
@@ -156,23 +156,23 @@ def test_two_runs_one_runs_the_other_exits_cleanly(env: Env) -> None:
         _assert_lease_refusal(second)
     done = _finish(first, 120)
     assert done.returncode == 0, describe(done)
-    _assert_complete(env, db)
+    _assert_complete(env, url)
 
 
 def test_two_runs_started_together_on_a_fresh_database(env: Env) -> None:
     """Started in the same instant (both migrate, both race for the lease): one runs."""
-    db, url = _fresh_db(env, "together")
+    url = _fresh_db(env, "together")
     with env.site.held():
         procs = [start_newsdrift(url, env.config, "run") for _ in range(2)]
         _wait_until(lambda: any(p.poll() is not None for p in procs), "one run to end", procs[0])
     results = sorted((_finish(p, 120) for p in procs), key=lambda r: r.returncode)
     assert results[0].returncode == 0, describe(results[0])
     _assert_lease_refusal(results[1])
-    _assert_complete(env, db)
+    _assert_complete(env, url)
 
 
 def test_cron_run_while_the_daemon_cycles_exits_cleanly(env: Env) -> None:
-    db, url = _fresh_db(env, "daemon-cron")
+    url = _fresh_db(env, "daemon-cron")
     daemon = start_newsdrift(url, env.config, "daemon", "--interval", DAEMON_INTERVAL_MIN)
     try:
         with env.site.held():
@@ -182,11 +182,11 @@ def test_cron_run_while_the_daemon_cycles_exits_cleanly(env: Env) -> None:
         stopped, _took = _stop(daemon)
     assert stopped.returncode == 0, describe(stopped)
     assert "Traceback" not in stopped.stderr, describe(stopped)
-    assert integrity_check(db) == "ok"
+    assert integrity_of(url) == "ok"
 
 
 def test_daemon_started_while_a_cron_run_cycles_skips_then_runs(env: Env) -> None:
-    db, url = _fresh_db(env, "cron-daemon")
+    url = _fresh_db(env, "cron-daemon")
     with env.site.held():
         cron = start_newsdrift(url, env.config, "-v", "run")
         _in_cycle(env, cron)
@@ -206,11 +206,11 @@ def test_daemon_started_while_a_cron_run_cycles_skips_then_runs(env: Env) -> Non
         stopped, _took = _stop(daemon)
     assert stopped.returncode == 0, log.read_text()
     assert "Traceback" not in log.read_text()
-    _assert_complete(env, db)
+    _assert_complete(env, url)
 
 
 def test_second_daemon_exits_with_a_clear_message(env: Env) -> None:
-    _db, url = _fresh_db(env, "two-daemons")
+    url = _fresh_db(env, "two-daemons")
     first = start_newsdrift(url, env.config, "daemon", "--interval", DAEMON_INTERVAL_MIN)
     try:
         with env.site.held():
@@ -224,7 +224,7 @@ def test_second_daemon_exits_with_a_clear_message(env: Env) -> None:
 
 
 def test_sigterm_mid_cycle_exits_zero_within_bound_and_releases_the_lease(env: Env) -> None:
-    db, url = _fresh_db(env, "sigterm")
+    url = _fresh_db(env, "sigterm")
     daemon = start_newsdrift(url, env.config, "daemon", "--interval", DAEMON_INTERVAL_MIN)
     with slow_outlets(env):
         _in_cycle(env, daemon)
@@ -232,15 +232,15 @@ def test_sigterm_mid_cycle_exits_zero_within_bound_and_releases_the_lease(env: E
     assert stopped.returncode == 0, describe(stopped)
     assert took < STOP_BOUND_S
     assert "Traceback" not in stopped.stderr, describe(stopped)
-    assert integrity_check(db) == "ok"
+    assert integrity_of(url) == "ok"
     # The lease is free at once (not left to expire) and the rest of the work gets done.
     result = newsdrift(url, env.config, "run")
     assert result.returncode == 0, describe(result)
-    _assert_complete(env, db)
+    _assert_complete(env, url)
 
 
 def test_sigterm_mid_run_exits_zero_after_committing_the_item_in_hand(env: Env) -> None:
-    db, url = _fresh_db(env, "sigterm-run")
+    url = _fresh_db(env, "sigterm-run")
     run = start_newsdrift(url, env.config, "run")
     with slow_outlets(env):
         _in_cycle(env, run)
@@ -248,10 +248,10 @@ def test_sigterm_mid_run_exits_zero_after_committing_the_item_in_hand(env: Env) 
     assert stopped.returncode == 0, describe(stopped)
     assert took < STOP_BOUND_S
     assert "Traceback" not in stopped.stderr, describe(stopped)
-    assert integrity_check(db) == "ok"
+    assert integrity_of(url) == "ok"
     result = newsdrift(url, env.config, "run")  # the lease is free; the rest gets done
     assert result.returncode == 0, describe(result)
-    _assert_complete(env, db)
+    _assert_complete(env, url)
 
 
 class _SteppingClock:
@@ -266,12 +266,12 @@ class _SteppingClock:
             return self.now
 
 
-def test_a_cycle_longer_than_the_lease_ttl_keeps_its_lease(env: Env, tmp_path: Path) -> None:
+def test_a_cycle_longer_than_the_lease_ttl_keeps_its_lease(env: Env) -> None:
     """A cycle that lasts longer than LEASE_TTL (many feeds, polite gaps) renews its lease:
     a process on another host must not take it over while the cycle is still running."""
     # A cycle over the demo outlets reads the clock ≈ 50 times: it lasts ≈ 2.5 TTLs.
     clock = _SteppingClock(datetime(2026, 1, 5, tzinfo=UTC), LEASE_TTL / 20)
-    url = f"sqlite:///{tmp_path / 'long.db'}"
+    url = _fresh_db(env, "long")
     app = App(db_url=url, config_dir=env.config, clock=clock)
     other = Store.open(url)
     outcome: list[BaseException | None] = []
