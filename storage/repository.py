@@ -666,7 +666,12 @@ class Repo:
             return []
         rank = (
             func.row_number()
-            .over(partition_by=StoryKeyRow.key, order_by=StoryKeyRow.published.desc())
+            # article_id breaks ties (mirrors publish at the same second): without it the
+            # per_key newest of a key depend on the query plan, and differ by backend.
+            .over(
+                partition_by=StoryKeyRow.key,
+                order_by=(StoryKeyRow.published.desc(), StoryKeyRow.article_id.desc()),
+            )
             .label("rank")
         )
         ranked = (
