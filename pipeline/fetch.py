@@ -281,6 +281,16 @@ class _Robots:
         return ROBOTS_RETRY if self.disallow_all else ROBOTS_TTL
 
 
+# The connection pool's size, for idle (keep-alive) connections too. Keeping as many idle
+# connections as the pool holds means the pool never closes a "surplus" idle one: with
+# many fetch threads, httpcore 1.0.9 can close an idle connection that another thread was
+# just handed (encode/httpcore#1110), which shows as a ReadError "[Errno 9] Bad file
+# descriptor" on a page (seen once in 5,000 pages of scripts/bench_pipeline.py with 20
+# idle connections kept); far more than the cycle's fetch threads, so the pool is rarely
+# full and seldom closes one to make room.
+POOL_CONNECTIONS = 200
+
+
 class Fetcher:
     """Polite, bounded HTTP GETs. Thread-safe; one instance per run."""
 
@@ -305,7 +315,9 @@ class Fetcher:
             clock=monotonic,
             sleep=sleep,
         )
-        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        limits = httpx.Limits(
+            max_connections=POOL_CONNECTIONS, max_keepalive_connections=POOL_CONNECTIONS
+        )
         if transport is None:
             backend = _PolicyBackend(resolver, s.allow_private, s.private_hosts_allowed)
             transport = _PolicyTransport(backend, limits)
