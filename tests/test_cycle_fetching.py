@@ -301,3 +301,25 @@ def test_broken_feeds_fail_alone_with_clear_messages(
     make_due(app, clock)
     app.run_once()
     assert len(app.articles()) == 1 and len(app.stories()) == 1
+
+
+def test_an_article_listed_twice_in_one_feed_is_fetched_and_stored_once(
+    tmp_path: Path, site: Site, new_db: DbFactory
+) -> None:
+    """Two entries (two GUIDs) pointing at one page, one of them with tracking parameters:
+    the feed's entries are screened together, so the page is requested once."""
+    clock = Clock(T0 + timedelta(minutes=1))
+    site.page("/a/1", "14,8")
+    site.entries = [
+        {"title": "Meta steigt bei Scale AI ein", "link": site.url("/a/1"), "guid": "g-1"},
+        {
+            "title": "Meta kauft 49 Prozent",
+            "link": site.url("/a/1?utm_source=rss"),
+            "guid": "g-1-copy",
+        },
+    ]
+    app = make_app(tmp_path, site, clock, new_db())
+    report = app.run_once()
+    assert report.articles_new == 1 and report.articles_failed == 0
+    assert len([r for r in site.server.requests if r.path.startswith("/a/1")]) == 1
+    assert len(app.articles()) == 1
