@@ -39,6 +39,7 @@ from pipeline.errors import (
     FetchError,
     NewsdriftError,
     ParseError,
+    SoftFetchError,
     StorageError,
 )
 from pipeline.extract import decode_html, extract_article
@@ -395,11 +396,15 @@ def poll_feed(
     with store.unit() as repo:
         extra = repo.feed_extra_terms(feed.id)
     entries = parsed.entries[: analysis.max_articles_per_feed]
-    take_entries(store, fetcher, feed, entries, extra, analysis, clock, report, workers)
+    unfinished = take_entries(
+        store, fetcher, feed, entries, extra, analysis, clock, report, workers
+    )
     # The validators and the next due time are stored only now: a run killed among the
     # entries finds the feed still due and fetches it in full again (stored entries are
-    # skipped), instead of getting 304 for entries it never stored.
-    _record_poll(store, feed, result, now, due, parsed.ttl_minutes)
+    # skipped), instead of getting 304 for entries it never stored. For the same reason
+    # an entry that failed for a passing cause (timeout, 5xx) and could not be stored
+    # makes the next poll unconditional: it is tried again while the feed lists it.
+    _record_poll(store, feed, result, now, due, parsed.ttl_minutes, forget=unfinished > 0)
 
 
 def fetch_feed(fetcher: Fetcher, feed: FeedState) -> FetchResult:
@@ -413,6 +418,8 @@ def _record_poll(
     now: datetime,
     due: datetime,
     ttl_minutes: int | None,
+    *,
+    forget: bool = False,
 ) -> None:
     with store.unit() as repo:
         repo.record_feed_ok(
@@ -422,6 +429,7 @@ def _record_poll(
             etag=result.headers.get("etag"),
             last_modified=result.headers.get("last-modified"),
             ttl_minutes=ttl_minutes,
+            forget_validators=forget,
         )
         permanent = [url for status, url in result.redirects if status in (301, 308)]
         if result.redirects and len(permanent) == len(result.redirects):
@@ -510,8 +518,9 @@ def take_entries(
     clock: Clock,
     report: RunReport,
     workers: Workers | None = None,
-) -> None:
-    """Fetch and store a feed's entries unless known or clearly off topic.
+) -> int:
+    """Fetch and store a feed's entries unless known or clearly off topic; returns how
+    many entries failed for a passing cause (``SoftFetchError``) and were not stored.
 
     Known entries are found with one query; pages are fetched by ``workers``'
     threads and extracted in their pool (without workers: one after another,
@@ -519,6 +528,7 @@ def take_entries(
     store step checks again for the article, so an entry listed twice or an
     article behind two URLs is stored once.
     """
+    unfinished = 0
     with Batch(store) as batch:
         todo = _screen_entries(batch, feed, entries, extra_terms, analysis, clock, report)
         batch.commit()
@@ -536,13 +546,16 @@ def take_entries(
                     page = future.result()
                 except (FetchError, ParseError) as e:
                     with batch.item() as repo:
-                        _store_failed(repo, feed, screened, e, report)
+                        stored = _store_failed(repo, feed, screened, e, report)
+                    if not stored and isinstance(e, SoftFetchError):
+                        unfinished += 1
                     continue
                 with batch.item() as repo:
                     _store_page(repo, feed, screened, page, extra_terms, analysis, report)
         finally:
             for future in pending:
                 future.cancel()  # an unexpected error above: drop what has not started
+    return unfinished
 
 
 def _screen_entries(
@@ -592,14 +605,15 @@ def _store_failed(
     screened: Screened,
     e: FetchError | ParseError,
     report: RunReport,
-) -> None:
-    """A page that could not be fetched or extracted: keep what the feed says, if anything."""
+) -> bool:
+    """A page that could not be fetched or extracted: keep what the feed says, if
+    anything; returns whether an article was stored."""
     entry, now, decision = screened
     if not entry.summary.strip():
         report.articles_failed += 1
         report.errors.append(f"article {entry.url}: {e}")
         log.warning("stage=article outlet=%s url=%s error=%s", feed.outlet, entry.url, e)
-        return
+        return False
     url = normalize_url(entry.url)
     aid, created = _add_from_entry(repo, feed, entry, url, now, "partial", decision)
     if created:
@@ -614,6 +628,7 @@ def _store_failed(
         )
     report.articles_partial += 1
     log.warning("stage=article outlet=%s url=%s status=partial error=%s", feed.outlet, url, e)
+    return True
 
 
 def _store_page(

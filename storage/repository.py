@@ -281,14 +281,20 @@ class Repo:
         last_modified: str | None,
         status: str = "ok",
         ttl_minutes: int | None = None,
+        forget_validators: bool = False,
     ) -> None:
-        """A successful poll; validators absent from a 304 keep their stored values."""
+        """A successful poll; validators absent from a 304 keep their stored values.
+
+        ``forget_validators`` drops them, so the next poll is unconditional (an entry of
+        this document is still to be fetched)."""
         row = self.s.get_one(FeedRow, feed_id)
         if ttl_minutes is not None:
             row.ttl_minutes = ttl_minutes
-        if etag is not None:
+        if forget_validators:
+            row.etag = row.last_modified = None
+        if etag is not None and not forget_validators:
             row.etag = etag
-        if last_modified is not None:
+        if last_modified is not None and not forget_validators:
             row.last_modified = last_modified
         row.status = status
         row.last_success_at = now

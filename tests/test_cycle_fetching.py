@@ -323,3 +323,61 @@ def test_an_article_listed_twice_in_one_feed_is_fetched_and_stored_once(
     assert report.articles_new == 1 and report.articles_failed == 0
     assert len([r for r in site.server.requests if r.path.startswith("/a/1")]) == 1
     assert len(app.articles()) == 1
+
+
+def test_a_page_that_failed_for_a_passing_cause_is_tried_again_while_listed(
+    tmp_path: Path, new_db: DbFactory
+) -> None:
+    """An entry without a summary whose page answers 503 cannot be stored even as
+    partial; the feed's validators are then not kept, so the next poll is unconditional
+    (no 304 hiding the entry) and the page is fetched again. A page that fails for good
+    (404) does not hold the validators back."""
+    with LoopbackServer() as server:
+        site = Site(server)  # robots.txt; its /feed.xml is replaced below
+        pages = {"/a/1": 0}
+        etag = '"f1"'
+
+        def feed(req: RecordedRequest) -> Reply:
+            headers = {"Content-Type": "application/rss+xml", "ETag": etag}
+            if req.header("if-none-match") == etag:
+                return Reply(304, headers)
+            items = "".join(
+                f"<item><title>Meta steigt bei Scale AI ein</title><link>{server.url(p)}</link>"
+                f"<guid>{p}</guid><pubDate>{format_datetime(T0)}</pubDate></item>"
+                for p in ("/a/1", "/a/404")
+            )
+            body = f"<rss version='2.0'><channel><title>KI</title>{items}</channel></rss>"
+            return Reply(200, headers, body.encode("utf-8"))
+
+        def page(req: RecordedRequest) -> Reply:
+            pages["/a/1"] += 1
+            if pages["/a/1"] == 1:
+                return Reply(503, {"Content-Type": "text/plain"}, b"busy")
+            html = (
+                "<html lang='de'><head><title>Meta steigt bei Scale AI ein</title></head><body>"
+                f"<article><h1>Meta steigt bei Scale AI ein</h1><p>{BODY.format(amount='14,8', stamp='')}"
+                "</p></article></body></html>"
+            )
+            return Reply(200, {"Content-Type": "text/html; charset=utf-8"}, html.encode())
+
+        server.route("/feed.xml", feed)
+        server.route("/a/1", page)
+        server.route("/a/404", Reply(404, {"Content-Type": "text/plain"}, b"no"))
+        clock = Clock(T0 + timedelta(minutes=1))
+        app = make_app(tmp_path, site, clock, new_db())
+
+        first = app.run_once()
+        assert first.articles_new == 0 and first.articles_failed == 2
+        assert any("503" in e for e in first.errors)
+        make_due(app, clock)
+        second = app.run_once()
+        feed_requests = server.requests_for("/feed.xml")
+        assert feed_requests[1].header("if-none-match") is None  # unconditional
+        assert second.articles_new == 1 and pages["/a/1"] == 2
+        assert [a.url for a in app.articles()] == [server.url("/a/1")]
+
+        # What is still missing failed for good (404): the second poll kept the validators.
+        make_due(app, clock)
+        third = app.run_once()
+        assert server.requests_for("/feed.xml")[2].header("if-none-match") == etag
+        assert third.articles_new == 0 and third.feeds_not_modified == 1
