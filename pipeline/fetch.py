@@ -342,6 +342,14 @@ class Fetcher:
     def close(self) -> None:
         self._client.close()
 
+    def stop_waiting(self) -> None:
+        """Requests still waiting for their politeness slot give up with
+        ``InterruptedError`` (a stopping run); those under way finish."""
+        self.politeness.stop_waiting()
+
+    def resume(self) -> None:
+        self.politeness.resume()
+
     def __enter__(self) -> Fetcher:
         return self
 

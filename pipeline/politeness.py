@@ -78,6 +78,7 @@ class Politeness:
         self._sleep = sleep
         self._cond = threading.Condition()
         self._domains: dict[str, _DomainState] = {}
+        self._stopping = threading.Event()
 
     def _state(self, domain: str) -> _DomainState:
         state = self._domains.get(domain)
@@ -85,13 +86,25 @@ class Politeness:
             state = self._domains[domain] = _DomainState()
         return state
 
+    def stop_waiting(self) -> None:
+        """Make callers waiting for a slot or a gap give up (``InterruptedError``): the
+        run is stopping and will not use their requests."""
+        with self._cond:
+            self._stopping.set()
+            self._cond.notify_all()
+
+    def resume(self) -> None:
+        self._stopping.clear()
+
     @contextmanager
     def slot(self, domain: str) -> Iterator[None]:
         """Hold one request slot of ``domain``; waits for a free slot and the gap."""
         with self._cond:
             state = self._state(domain)
-            while state.active >= self._max_concurrent:
+            while state.active >= self._max_concurrent and not self._stopping.is_set():
                 self._cond.wait()
+            if self._stopping.is_set():
+                raise InterruptedError("the run is stopping")
             state.active += 1
             now = self._clock()
             start = max(now, state.next_start)
@@ -99,7 +112,11 @@ class Politeness:
         try:
             delay = start - now
             if delay > 0:
-                self._sleep(delay)
+                if self._sleep is time.sleep:  # the real clock: a wait that stop can cut
+                    if self._stopping.wait(delay):
+                        raise InterruptedError("the run is stopping")
+                else:
+                    self._sleep(delay)
             yield
         finally:
             with self._cond:

@@ -326,8 +326,12 @@ def poll_feed(
     *,
     workers: Workers | None = None,
     fetched: Future[FetchResult] | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
     """Fetch one feed, store its new articles; failures land on the feed's health.
+
+    ``stop`` set among the entries ends the feed after the page in hand; its poll is
+    then not recorded (the feed stays due, and what was stored is skipped next time).
 
     ``fetched`` is the feed document already requested by a fetch thread;
     ``workers`` fetch the pages concurrently and extract them in processes.
@@ -397,8 +401,10 @@ def poll_feed(
         extra = repo.feed_extra_terms(feed.id)
     entries = parsed.entries[: analysis.max_articles_per_feed]
     unfinished = take_entries(
-        store, fetcher, feed, entries, extra, analysis, clock, report, workers
+        store, fetcher, feed, entries, extra, analysis, clock, report, workers, stop
     )
+    if stop is not None and stop.is_set():
+        return
     # The validators and the next due time are stored only now: a run killed among the
     # entries finds the feed still due and fetches it in full again (stored entries are
     # skipped), instead of getting 304 for entries it never stored. For the same reason
@@ -518,9 +524,11 @@ def take_entries(
     clock: Clock,
     report: RunReport,
     workers: Workers | None = None,
+    stop: threading.Event | None = None,
 ) -> int:
     """Fetch and store a feed's entries unless known or clearly off topic; returns how
     many entries failed for a passing cause (``SoftFetchError``) and were not stored.
+    ``stop`` ends the loop after the page in hand.
 
     Known entries are found with one query; pages are fetched by ``workers``'
     threads and extracted in their pool (without workers: one after another,
@@ -540,6 +548,8 @@ def take_entries(
             pending = [workers.articles.submit(fetch_page, fetcher, e.url, cpu) for e, _, _ in todo]
         try:
             for screened, future in zip(todo, pending, strict=True):
+                if stop is not None and stop.is_set():
+                    break
                 if not future.done():
                     batch.commit()  # no transaction stays open while the network works
                 try:
@@ -1151,14 +1161,20 @@ def run_cycle(
                     report,
                     workers=workers,
                     fetched=fetched,
+                    stop=stop,
                 )
                 tracker.advance()
         finally:
             for future in ahead:
                 future.cancel()
+            if stop is not None and stop.is_set():
+                # Fetch threads still waiting for a politeness slot give up now, so the
+                # stop is not held up by requests nobody will read.
+                fetcher.stop_waiting()
         if analysis.refetch_ladder:
             refetch_articles(store, fetcher, analysis, clock, report, stop)
         finish_analysis(store, analysis, channels, clock, report, progress, stop, renew, workers)
+    fetcher.resume()  # the threads are done: a later cycle of this process may fetch again
     with store.unit() as repo:
         repo.finish_run(run_id, clock(), report.as_dict())
     log.info("stage=cycle %s", report.summary())

@@ -162,6 +162,9 @@ class SharedPoliteness(Politeness):
         """Make waiting callers give up (worker shutdown)."""
         self._stop.set()
 
+    def resume(self) -> None:
+        self._stop.clear()
+
     def _take_slot(self, conn: Connection, domain: str) -> int:
         h = _int32(domain)
         while True:

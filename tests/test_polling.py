@@ -412,3 +412,66 @@ def test_next_poll_is_never_early_and_always_capped(
     cap = timedelta(days=1)
     floor = min(timedelta(minutes=interval), cap)
     assert NOW + floor <= when <= NOW + cap + timedelta(minutes=30)
+
+
+def test_stop_waiting_releases_callers_waiting_for_a_slot_or_a_gap():
+    """A stopping run must not wait for requests nobody will read: callers queued for a
+    busy domain, or sleeping out its gap, give up at once; the one in flight finishes."""
+    import threading
+    import time
+
+    p = Politeness(max_concurrent=1, min_gap_s=30.0)
+    outcomes: list[str] = []
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with p.slot("a.example"):
+            holding.set()
+            release.wait(5)
+        outcomes.append("done")
+
+    def queue() -> None:
+        try:
+            with p.slot("a.example"):
+                outcomes.append("ran")
+        except InterruptedError:
+            outcomes.append("gave up")
+
+    first = threading.Thread(target=hold)
+    first.start()
+    assert holding.wait(5)
+    waiters = [threading.Thread(target=queue) for _ in range(3)]
+    for t in waiters:
+        t.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    p.stop_waiting()
+    for t in waiters:
+        t.join(5)
+    assert time.monotonic() - started < 1.0
+    assert outcomes == ["gave up"] * 3
+    release.set()
+    first.join(5)
+    assert outcomes[-1] == "done"
+    p.resume()
+    with p.slot("b.example"):  # usable again after resume (a fresh domain: no gap)
+        pass
+
+    # A caller sleeping out the domain's gap (30 s after the last start) gives up too.
+    gap: list[str] = []
+
+    def sleeper() -> None:
+        try:
+            with p.slot("b.example"):
+                gap.append("ran")
+        except InterruptedError:
+            gap.append("gave up")
+
+    t = threading.Thread(target=sleeper)
+    t.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    p.stop_waiting()
+    t.join(5)
+    assert gap == ["gave up"] and time.monotonic() - started < 1.0
