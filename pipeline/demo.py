@@ -18,7 +18,6 @@ from rich.table import Table
 
 from pipeline.app import App
 from pipeline.demo_server import serve_demo
-from pipeline.models import FeedConfig
 from pipeline.notify import Channel, FileChannel, StreamChannel
 from pipeline.settings import load_settings
 
@@ -55,11 +54,8 @@ def run_demo(*, cycles: int = 2, db_path: Path | None = None, out: TextIO) -> Ap
             )
             now = datetime.now(UTC)
             with app._store().unit() as repo:
-                for outlet in site.outlets:
-                    for url in outlet.feed_urls:
-                        repo.add_feed(
-                            FeedConfig(url=url, outlet=outlet.name, lang=outlet.lang), now
-                        )
+                for config in site.feeds():
+                    repo.add_feed(config, now)
             console.rule(f"newsdrift demo — sample outlets served at {site.base_url}")
             for n in range(1, cycles + 1):
                 report = app.run_once()

@@ -33,6 +33,7 @@ from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 from pipeline.errors import ConfigError
+from pipeline.models import FeedConfig
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,14 @@ class DemoSite:
     @property
     def feed_urls(self) -> tuple[str, ...]:
         return tuple(url for outlet in self.outlets for url in outlet.feed_urls)
+
+    def feeds(self) -> list[FeedConfig]:
+        """Every feed of the demo outlets, as newsdrift subscribes to it."""
+        return [
+            FeedConfig(url=url, outlet=outlet.name, lang=outlet.lang)
+            for outlet in self.outlets
+            for url in outlet.feed_urls
+        ]
 
     @property
     def articles(self) -> tuple[DemoArticle, ...]:

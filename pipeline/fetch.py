@@ -152,9 +152,7 @@ def status_of(error: FetchError) -> int | None:
     """The HTTP status behind a fetch error, where there was one."""
     if isinstance(error, Gone):
         return 410
-    if isinstance(error, HTTPStatusError | ServerError):
-        return error.status
-    return getattr(error, "status", None)
+    return getattr(error, "status", None)  # HTTPStatusError, ServerError
 
 
 # --- address policy ------------------------------------------------------

@@ -29,7 +29,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.models import FeedConfig  # noqa: E402
 from pipeline.tasks import build_app, ensure_schema  # noqa: E402
 from storage.repository import Store  # noqa: E402
 from tests import test_workers_pg as site_mod  # noqa: E402
@@ -52,17 +51,8 @@ def one_run(
     start = datetime.now(UTC)
     with site_mod.NewsSite(start=start) as site:
         with store.unit() as repo:
-            for s in range(sites):
-                for f in range(feeds_per_site):
-                    repo.add_feed(
-                        FeedConfig(
-                            url=f"{site.base(s)}/feed/{f}.xml",
-                            outlet=f"outlet{s:02d}",
-                            lang="en",
-                            on_topic=True,
-                        ),
-                        start,
-                    )
+            for feed in site.feeds(sites, feeds_per_site):
+                repo.add_feed(feed, start)
         cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
         procs = [

@@ -49,9 +49,8 @@ def _cycle(tmp: Path, site: Any, processes: int) -> tuple[App, float]:
     )
     now = datetime.now(UTC)
     with app._store().unit() as repo:
-        for outlet in site.outlets:
-            for url in outlet.feed_urls:
-                repo.add_feed(FeedConfig(url=url, outlet=outlet.name, lang=outlet.lang), now)
+        for feed in site.feeds():
+            repo.add_feed(feed, now)
     before = _children_cpu()
     report = app.run_once()
     assert report.articles_failed == 0, report.errors

@@ -21,7 +21,6 @@ from pipeline.cli import main
 from pipeline.demo import run_demo
 from pipeline.demo_server import serve_demo
 from pipeline.feeds import normalize_url
-from pipeline.models import FeedConfig
 from pipeline.notify import StreamChannel
 from pipeline.settings import load_settings
 from tests.pg import DbFactory
@@ -54,9 +53,8 @@ def demo_run(new_db: DbFactory) -> Iterator[dict[str, Any]]:
         )
         now = datetime.now(UTC)
         with app._store().unit() as repo:
-            for outlet in site.outlets:
-                for url in outlet.feed_urls:
-                    repo.add_feed(FeedConfig(url=url, outlet=outlet.name, lang=outlet.lang), now)
+            for feed in site.feeds():
+                repo.add_feed(feed, now)
         first = app.run_once()
         second = app.run_once()  # nothing is due: no fetch, nothing new
         with app._store().unit() as repo:

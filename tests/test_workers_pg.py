@@ -89,6 +89,19 @@ class NewsSite:
         host, port = self.servers[site].server_address[:2]
         return f"http://{host!s}:{port}"
 
+    def feeds(self, sites: int = SITES, per_site: int = FEEDS_PER_SITE) -> list[FeedConfig]:
+        """The feeds of the first ``sites`` outlets, ``per_site`` each."""
+        return [
+            FeedConfig(
+                url=f"{self.base(s)}/feed/{f}.xml",
+                outlet=f"outlet{s:02d}",
+                lang="en",
+                on_topic=True,
+            )
+            for s in range(sites)
+            for f in range(per_site)
+        ]
+
     @staticmethod
     def events_of(site: int) -> list[int]:
         """Events outlet ``site`` reports: each event by OUTLETS_PER_EVENT outlets."""
@@ -251,17 +264,8 @@ def test_three_workers_one_killed(pg_cluster: PgCluster, tmp_path: Path) -> None
     start = datetime.now(UTC)
     with NewsSite(start=start) as site:
         with store.unit() as repo:
-            for s in range(SITES):
-                for f in range(FEEDS_PER_SITE):
-                    repo.add_feed(
-                        FeedConfig(
-                            url=f"{site.base(s)}/feed/{f}.xml",
-                            outlet=f"outlet{s:02d}",
-                            lang="en",
-                            on_topic=True,
-                        ),
-                        start,
-                    )
+            for feed in site.feeds():
+                repo.add_feed(feed, start)
         workers = [start_worker(db, cfg, tmp_path / f"w{i}.log") for i in range(3)]
         try:
             t0 = time.monotonic()
