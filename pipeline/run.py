@@ -83,6 +83,10 @@ ANALYSIS_BATCH = 32  # versions a pool task prepares (figures, fingerprint, keys
 # Writes of consecutive items share a transaction (each item in its own savepoint) up to
 # this many items; a transaction is never held open while waiting for the network.
 COMMIT_EVERY = 50
+# ... and for no longer than this: on SQLite the open batch holds the database's write
+# lock, and another process (a second run finding the lease taken, `feeds add`, a
+# migration check) waits for it only up to its busy timeout.
+COMMIT_AFTER_S = 0.25
 # Extraction yield compares an outlet's last two days with the twelve before.
 YIELD_RECENT = timedelta(days=2)
 YIELD_BEFORE = timedelta(days=12)
@@ -265,9 +269,10 @@ class Batch:
     """Writes of consecutive items in one transaction, each item in its own savepoint.
 
     An item that raises is undone alone (its savepoint); ``commit`` ends the
-    transaction, which the caller does before waiting on the network or the
-    pool and every ``COMMIT_EVERY`` items, so a crash loses at most the items
-    of the open transaction — and those are done again by the next run.
+    transaction, which the caller does before waiting on the network or the pool
+    (and the batch itself after ``COMMIT_EVERY`` items or ``COMMIT_AFTER_S``), so a
+    crash loses at most the items of the open transaction — and those are done
+    again by the next run.
     """
 
     def __init__(self, store: Store, after_commit: Callable[[], None] | None = None) -> None:
@@ -278,13 +283,17 @@ class Batch:
         self._stack: ExitStack | None = None
         self._repo: Repo | None = None
         self._items = 0
+        self._opened = 0.0  # monotonic time the open transaction began
 
     def item(self) -> AbstractContextManager[Repo]:
-        if self._items >= COMMIT_EVERY:
+        if self._items >= COMMIT_EVERY or (
+            self._repo is not None and time.monotonic() - self._opened > COMMIT_AFTER_S
+        ):
             self.commit()
         if self._repo is None:
             self._stack = ExitStack()
             self._repo = self._stack.enter_context(self.store.unit())
+            self._opened = time.monotonic()
         self._items += 1
         return self._repo.savepoint()
 

@@ -80,8 +80,11 @@ def test_pool_and_serial_cycles_store_the_same(tmp_path: Path) -> None:
 
 
 def test_a_batch_shares_one_transaction_and_undoes_a_failing_item_alone(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from pipeline import run
+
+    monkeypatch.setattr(run, "COMMIT_AFTER_S", 60.0)  # a slow machine must not commit early
     url = f"sqlite:///{tmp_path / 'batch.db'}"
     store, other = Store.open(url), Store.open(url)
     now = datetime.now(UTC)
@@ -150,3 +153,28 @@ def test_one_failing_analysis_is_reported_and_the_others_go_on(
     assert len(report.errors) == 1 and "a1" in report.errors[0] and "boom" in report.errors[0]
     with store.unit() as repo:
         assert [a.key for a in repo.pending_versions()] == ["a1"]
+
+
+def test_a_batch_commits_once_it_has_been_open_long_enough(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process waits for the write lock only up to its busy timeout: a batch of
+    slow items commits after COMMIT_AFTER_S even below COMMIT_EVERY items."""
+    import time
+
+    from pipeline import run
+
+    monkeypatch.setattr(run, "COMMIT_AFTER_S", 0.05)
+    url = f"sqlite:///{tmp_path / 'slow.db'}"
+    store, other = Store.open(url), Store.open(url)
+    now = datetime.now(UTC)
+    with Batch(store) as batch:
+        with batch.item() as repo:
+            repo.add_feed(FeedConfig(url="https://a.example/1.xml", outlet="A", lang="en"), now)
+        time.sleep(0.1)
+        with batch.item() as repo:  # opens a new transaction: the first item is committed
+            repo.add_feed(FeedConfig(url="https://a.example/2.xml", outlet="A", lang="en"), now)
+        with other.unit() as repo:
+            assert [f.url for f in repo.feeds()] == ["https://a.example/1.xml"]
+    store.close()
+    other.close()
