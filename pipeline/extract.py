@@ -20,7 +20,6 @@ from typing import Any
 from urllib.parse import urljoin
 
 import charset_normalizer
-import lxml.html
 import trafilatura
 from lxml import etree
 
@@ -304,26 +303,42 @@ def missing_amounts(page_text: str, extracted_text: str) -> set[str]:
 # --- extraction -------------------------------------------------------------
 
 
-def _bare(html: str, url: str | None, *, recall: bool) -> Any:
+# htmldate settings: the original publication date, with a time of day where one is given
+_DATE_PARAMS = {
+    "extensive_search": True,
+    "original_date": True,
+    "outputformat": "%Y-%m-%dT%H:%M:%S%z",
+}
+
+
+def _bare(html: str, url: str | None, *, recall: bool = False) -> Any:
+    """One trafilatura run, fast mode (its backup extractors, readability and jusText, did
+    not raise the benchmark F1: docs/fetching.md); the recall run skips the metadata."""
     return trafilatura.bare_extraction(
         html,
         url=url,
-        with_metadata=True,
+        fast=True,
+        with_metadata=not recall,
         deduplicate=False,
         include_comments=False,
         include_tables=True,
         favor_recall=recall,
-        date_extraction_params={
-            "extensive_search": True,
-            "original_date": True,
-            "outputformat": "%Y-%m-%dT%H:%M:%S%z",
-        },
+        date_extraction_params=_DATE_PARAMS,
     )
+
+
+def _text(doc: Any) -> str:
+    return (doc.text or "").strip() if doc is not None else ""
+
+
+# plain lxml elements: lxml.html's element classes make walking every node (visible_text)
+# twice as slow, and nothing here needs their methods
+_HTML_PARSER = etree.HTMLParser()
 
 
 def _parse_tree(html: str) -> Any | None:
     try:
-        return lxml.html.fromstring(html)
+        return etree.fromstring(html, _HTML_PARSER)
     except (etree.ParserError, ValueError):
         return None
 
@@ -331,27 +346,26 @@ def _parse_tree(html: str) -> Any | None:
 def extract_article(html: str, url: str | None = None) -> Extracted:
     """Text and metadata of one article page; raises ExtractionError when nothing usable.
 
-    Strategies, in order, each only when the previous one lost amounts the
-    page shows: trafilatura (balanced); trafilatura with ``favor_recall``;
-    then the blocks inside the article's own container that carry the lost
-    amounts are appended ("+rescue"). ``method`` names what won.
+    Strategies, in order, each only when the previous one lost amounts the page shows:
+    trafilatura (balanced, in its fast mode: no readability/jusText comparison); trafilatura
+    with ``favor_recall``; then the blocks inside the article's own container that carry
+    the lost amounts are appended ("+rescue"). ``method`` names what won. Title, site, date
+    and language come from the first run's metadata, else from the page itself.
     """
     where = url or "<html>"
     if not html or not html.strip():
         raise ExtractionError(where, "empty page")
     tree = _parse_tree(html)
-    default = _bare(html, url, recall=False)
-    text = (default.text or "").strip() if default is not None else ""
-    doc = default
+    meta = _bare(html, url)
+    text = _text(meta)
     method = "trafilatura"
     lost = missing_amounts(visible_text(tree), text) if tree is not None else set()
     if not text or lost:
-        recall = _bare(html, url, recall=True)
-        recall_text = (recall.text or "").strip() if recall is not None else ""
+        recall_text = _text(_bare(html, url, recall=True))
         if recall_text and _recall_is_better(text, recall_text, lost):
-            doc, text, method = recall, recall_text, "trafilatura-recall"
+            text, method = recall_text, "trafilatura-recall"
             lost = missing_amounts(" ".join(sorted(lost)), text)
-    if doc is None or not text:
+    if not text:
         raise ExtractionError(where, "no article text found")
     words = len(text.split())
     if words < MIN_WORDS:
@@ -363,13 +377,15 @@ def extract_article(html: str, url: str | None = None) -> Extracted:
         if rescued:
             text = "\n".join([text, *rescued])
             method += "+rescue"
-    title = (doc.title or "").strip() or (_html_title(tree) if tree is not None else "")
+    title = (getattr(meta, "title", None) or "").strip() or (
+        _html_title(tree) if tree is not None else ""
+    )
     return Extracted(
         title=title,
         text=text,
-        published=_published(doc, tree),
-        lang=_lang(doc, tree),
-        site=(doc.sitename or None) if doc.sitename else None,
+        published=_published(meta, tree),
+        lang=_lang(meta, tree),
+        site=getattr(meta, "sitename", None) or None,
         method=method,
         canonical_url=_canonical(tree, url) if tree is not None else None,
     )
@@ -440,6 +456,10 @@ MAX_RESCUE_BLOCK_CHARS = 400
 MAX_RESCUE_LINK_DENSITY = 0.5  # a block that is mostly link text is navigation, not article
 
 
+def _text_content(element: Any) -> str:
+    return "".join(element.itertext())
+
+
 def _norm(text: str) -> str:
     return " ".join(text.split())
 
@@ -450,8 +470,8 @@ def _content_container(tree: Any, text: str) -> Any | None:
     matched = [
         p
         for p in tree.iter("p")
-        if len(_norm(p.text_content())) >= MIN_MATCH_PARAGRAPH_CHARS
-        and _norm(p.text_content()) in flat
+        if len(_norm(_text_content(p))) >= MIN_MATCH_PARAGRAPH_CHARS
+        and _norm(_text_content(p)) in flat
     ]
     if not matched:
         return None
@@ -482,13 +502,13 @@ def _is_boilerplate(element: Any, stop: Any) -> bool:
 
 def _block_text(element: Any) -> str:
     if element.tag == "tr":
-        cells = [_norm(c.text_content()) for c in element if isinstance(c.tag, str)]
+        cells = [_norm(_text_content(c)) for c in element if isinstance(c.tag, str)]
         return " | ".join(c for c in cells if c)
-    return _norm(element.text_content())
+    return _norm(_text_content(element))
 
 
 def _link_density(element: Any, block: str) -> float:
-    linked = sum(len(_norm(a.text_content())) for a in element.iter("a"))
+    linked = sum(len(_norm(_text_content(a))) for a in element.iter("a"))
     return linked / max(1, len(block))
 
 
@@ -531,7 +551,7 @@ def rescue_blocks(tree: Any, text: str, lost: set[str]) -> list[str]:
 
 def _html_title(tree: Any) -> str:
     title = tree.find(".//title")
-    return " ".join((title.text_content() if title is not None else "").split())
+    return " ".join((_text_content(title) if title is not None else "").split())
 
 
 def _canonical(tree: Any, url: str | None) -> str | None:
