@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -126,12 +127,23 @@ class ArticleRow(Base):
     last_modified: Mapped[str | None] = mapped_column(String(200))
 
 
+# Repo.window_size counts the articles published inside the story window (migration 0005);
+# story_id makes the count an index-only scan.
+Index(
+    "ix_articles_window",
+    func.coalesce(ArticleRow.published, ArticleRow.first_seen),
+    ArticleRow.story_id,
+)
+
+
 class ArticleVersionRow(Base):
     __tablename__ = "article_versions"
     __table_args__ = (
         UniqueConstraint("article_id", "content_hash"),
         # newest-version test of the drift queries (migration 0003)
         Index("ix_article_versions_article_number", "article_id", "number"),
+        # the same text under another URL (Repo.find_by_content, migration 0005)
+        Index("ix_article_versions_content_hash", "content_hash"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -155,7 +167,10 @@ class StoryKeyRow(Base):
     """Inverted index for candidate generation: blocking key -> article."""
 
     __tablename__ = "story_keys"
-    __table_args__ = (Index("ix_story_keys_key_published", "key", "published"),)
+    __table_args__ = (
+        Index("ix_story_keys_key_published", "key", "published"),
+        Index("ix_story_keys_article", "article_id"),  # re-attach deletes by article (0005)
+    )
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     article_id: Mapped[int] = mapped_column(ForeignKey("articles.id"), primary_key=True)
