@@ -702,16 +702,16 @@ class Repo:
         if not order:
             return []
         rows = self.s.execute(
-            select(ArticleRow.id, ArticleRow.story_id, ArticleRow.fingerprint).where(
-                ArticleRow.id.in_(list(order)), ArticleRow.story_id.is_not(None)
-            )
+            select(ArticleRow.id, ArticleRow.story_id, StoryRow.merged_into, ArticleRow.fingerprint)
+            .join(StoryRow, StoryRow.id == ArticleRow.story_id)
+            .where(ArticleRow.id.in_(list(order)))
         )
-        live: dict[int, int] = {}  # merges followed once per story, not once per article
+        live: dict[int, int] = {}  # merges followed once per merged story, not per article
         out = []
-        for aid, sid, fp in rows:
-            if sid not in live:
+        for aid, sid, merged_into, fp in rows:
+            if merged_into is not None and sid not in live:
                 live[sid] = self.live_story(sid)
-            out.append((aid, live[sid], fp or {}))
+            out.append((aid, live.get(sid, sid), fp or {}))
         out.sort(key=lambda r: order[r[0]])
         return out
 
