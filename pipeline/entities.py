@@ -16,11 +16,20 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 
+_NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]+")
+
+
+def _drop_combining(m: re.Match[str]) -> str:
+    return "".join(c for c in m.group(0) if not unicodedata.combining(c))
+
 
 def fold(text: str) -> str:
     """Casefold and strip diacritics ("Müller" -> "muller", "Orbán" -> "orban")."""
+    if text.isascii():  # nothing to decompose, no combining marks, no "ß"
+        return text.casefold()
     decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).replace("ß", "ss")
+    # combining marks are never ASCII: only the non-ASCII runs need looking at
+    return _NON_ASCII_RUN.sub(_drop_combining, decomposed).replace("ß", "ss")
 
 
 def _words(block: str) -> frozenset[str]:
@@ -135,7 +144,12 @@ _DE_NOUN_SUFFIXES: tuple[str, ...] = (
 _DE_PLURAL_ENDINGS: tuple[str, ...] = ("en", "er", "ern", "innen")
 
 _WORD = re.compile(r"[^\W_](?:[\w’'.&-]*[^\W_])?")
+# a word with the gap before it (everything since the previous word): the words of _WORD
+_GAP_WORD = re.compile(rf"(?P<gap>[\W_]*)(?P<word>{_WORD.pattern})")
 _SENT_END = re.compile(r"[.!?:;\"“”«»„()\[\]|\n]\s*$")
+_COMPOUND_HYPHEN = re.compile(r"(?<=\w)-(?=\w)")
+_PIECE_SEP = re.compile(r"[-’'.&]")
+_GROUP_SEP = re.compile(r"[.,\u202f '’]")
 _NUMBER = re.compile(r"(?<![\w.,'’])(\d{1,3}(?:[.,\u202f '’]\d{3})+|\d+)(?:([.,])(\d+))?(?![\w'’])")
 # telephone and fax numbers ("07531 995-1012", "+49 (0)30 1234567"): a leading zero and digit
 # groups joined by spaces, slashes or hyphens; they identify an outlet's press office, not an
@@ -196,30 +210,26 @@ class _Tok:
 def _tokens(text: str, lang: str) -> list[_Tok]:
     """Word tokens with their position facts; hyphenated compounds are split."""
     out: list[_Tok] = []
-    prev_end = 0
     prev_low = ""
     prev_prev_low = ""
-    for m in _WORD.finditer(text):
-        gap = text[prev_end : m.start()]
-        start = (
-            not out
-            or bool(_SENT_END.search(text[max(0, prev_end - 1) : m.start()]))
-            or ("\n" in gap)
-        )
+    german = lang == "de"
+    for gap, word in _GAP_WORD.findall(text):
+        # (a word ends in a letter or digit: only the gap can end a sentence)
+        start = not out or "\n" in gap or bool(_SENT_END.search(gap))
         joined = bool(out) and not gap.strip()
-        tok = m.group(0).rstrip(".")
-        pieces = re.split(r"(?<=\w)-(?=\w)", tok)
-        noun_ctx = lang == "de" and (
+        tok = word.rstrip(".")
+        pieces = _COMPOUND_HYPHEN.split(tok) if "-" in tok else (tok,)
+        noun_ctx = german and (
             prev_low in _DE_DETERMINERS
             or (prev_prev_low in _DE_DETERMINERS and prev_low.endswith(("e", "en", "er", "es")))
         )
         for i, piece in enumerate(pieces):
             # in a German compound the last piece is the head noun ("RTL-Show")
-            head = lang == "de" and len(pieces) > 1 and i == len(pieces) - 1
+            head = german and len(pieces) > 1 and i == len(pieces) - 1
             out.append(_Tok(piece, start, joined or i > 0, (noun_ctx and len(pieces) == 1) or head))
             start = False
-        prev_prev_low, prev_low = prev_low, tok.casefold()
-        prev_end = m.end()
+        if german:  # the words before are read for German noun contexts only
+            prev_prev_low, prev_low = prev_low, tok.casefold()
     return out
 
 
@@ -227,10 +237,11 @@ _ACRONYM_GENITIVE = re.compile(r"^[A-Z]{2,}s$")  # "AIs", "BMWs"
 
 
 def _strip_possessive(tok: str) -> str:
-    for suffix in ("'s", "’s", "'", "’"):
-        if tok.endswith(suffix):
-            return tok[: -len(suffix)]
-    if _ACRONYM_GENITIVE.match(tok):
+    if tok.endswith(("'s", "’s")):
+        return tok[:-2]
+    if tok.endswith(("'", "’")):
+        return tok[:-1]
+    if tok.endswith("s") and _ACRONYM_GENITIVE.match(tok):
         return tok[:-1]
     return tok
 
@@ -327,15 +338,17 @@ def find_names(text: str, lang: str) -> tuple[str, ...]:
     German genitive forms ("Metas") fold onto the base name when the base occurs.
     """
     toks = _tokens(text, lang)
-    inner_caps = {t.text for t in toks if not t.start and _is_capitalised(t.text)}
+    uses = Counter(t.text for t in toks)
+    # the word facts below depend on the word alone: each distinct word is looked at once
+    capitalised = {w for w in uses if _is_capitalised(w)}
+    inner_caps = {t.text for t in toks if not t.start and t.text in capitalised}
     # a German word seen after determiners in at least half its uses is a common noun
     # (a relative "die" before a name, "..., die Meta nutzen kann", is a rare use)
-    uses = Counter(t.text for t in toks)
     noun_uses = Counter(t.text for t in toks if t.noun_ctx and not _is_strong_name(t.text))
     # (country names take articles in German: "die Schweiz", "der Iran")
     nouns = {w for w, n in noun_uses.items() if 2 * n >= uses[w] and fold(w) not in _KNOWN_NAMES}
-    lower = {t.text.casefold() for t in toks if t.text[:1].islower()}
-    start_caps = Counter(t.text for t in toks if t.start and _is_capitalised(t.text))
+    lower = {w.casefold() for w in uses if w[:1].islower()}
+    start_caps = Counter(t.text for t in toks if t.start and t.text in capitalised)
 
     def attested(tok: str) -> bool:
         # a sentence-initial word is a name if it is capitalised elsewhere too, or a known one
@@ -343,21 +356,23 @@ def find_names(text: str, lang: str) -> tuple[str, ...]:
             return True
         return start_caps[tok] >= 2 and tok.casefold() not in lower
 
-    def plausible(t: _Tok) -> bool:
-        tok = _strip_possessive(t.text)
+    def plausible(word: str) -> bool:
+        tok = bare[word]
         if lang == "de" and tok.casefold() in lower and not _is_strong_name(tok):
             return False  # also written in lower case: a verb or adjective ("fallen")
-        return _is_capitalised(tok) and _name_token_ok(tok, lang) and t.text not in nouns
+        return _is_capitalised(tok) and _name_token_ok(tok, lang) and word not in nouns
 
+    bare = {w: _strip_possessive(w) for w in uses}
+    name_like = {w for w in uses if plausible(w)}
     spans: list[list[str]] = []
     current: list[str] = []
     for i, t in enumerate(toks):
-        tok = _strip_possessive(t.text)
-        ok = plausible(t)
+        tok = bare[t.text]
+        ok = t.text in name_like
         if ok and t.start and not _is_strong_name(tok) and not attested(tok):
             # "Alexandr Wang said ...": a sentence-initial word starting a multi-word name
             nxt = toks[i + 1] if i + 1 < len(toks) else None
-            ok = nxt is not None and nxt.joined and not nxt.start and plausible(nxt)
+            ok = nxt is not None and nxt.joined and not nxt.start and nxt.text in name_like
         if ok and t.joined and not t.start and current:
             current.append(tok)
             continue
@@ -402,10 +417,10 @@ def find_names(text: str, lang: str) -> tuple[str, ...]:
 def parse_number(integer: str, sep: str | None, frac: str | None, lang: str) -> float | None:
     """Parse a number written in ``lang``'s convention ("14,3" in German is 14.3)."""
     decimal_sep = "," if lang == "de" else "."
-    group = re.sub(r"[.,\u202f '’]", "", integer)
+    group = _GROUP_SEP.sub("", integer)
     if integer != group:
         # grouped thousands: the separator must not be the decimal one
-        seps = set(re.findall(r"[.,\u202f '’]", integer))
+        seps = set(_GROUP_SEP.findall(integer))
         if decimal_sep in seps:
             return None
     if sep is None or frac is None:
@@ -443,11 +458,15 @@ def find_numbers(text: str, lang: str) -> tuple[str, ...]:
 def content_words(text: str) -> list[str]:
     """Folded content words (no function words, no numbers, at least four letters)."""
     out: list[str] = []
-    for m in _WORD.finditer(text):
-        for piece in re.split(r"[-’'.&]", m.group(0)):
-            f = fold(piece)
-            if len(f) >= 4 and f.isalpha() and f not in _FOLDED_STOPWORDS:
-                out.append(f)
+    found: dict[str, list[str]] = {}  # a word as written -> its content words (this text only)
+    for word in _WORD.findall(text):
+        words = found.get(word)
+        if words is None:
+            folded = (fold(piece) for piece in _PIECE_SEP.split(word))
+            words = found[word] = [
+                f for f in folded if len(f) >= 4 and f.isalpha() and f not in _FOLDED_STOPWORDS
+            ]
+        out.extend(words)
     return out
 
 
@@ -477,6 +496,8 @@ def stem(word: str) -> str:
 
 def top_terms(words: Iterable[str], limit: int) -> tuple[str, ...]:
     """The ``limit`` most frequent stems, most frequent first (ties alphabetical)."""
-    counts = Counter(stem(w) for w in words)
+    counts: Counter[str] = Counter()
+    for word, n in Counter(words).items():  # each distinct word stemmed once
+        counts[stem(word)] += n
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return tuple(t for t, _ in ranked[:limit])

@@ -25,6 +25,7 @@ from pathlib import Path
 from pipeline.errors import ConfigError
 from pipeline.figures_context import (
     PREV_SENTENCES,
+    OrgIndex,
     Span,
     assign_metric,
     assign_period,
@@ -33,7 +34,7 @@ from pipeline.figures_context import (
     find_periods,
     sentence_bounds,
 )
-from pipeline.figures_lexicon import FigureLexicon, load_lexicon_file
+from pipeline.figures_lexicon import FigureLexicon, load_lexicon_file, org_patterns
 from pipeline.models import Figure, Qualifier
 from pipeline.numbers import Numeral, interval, parse_numeral
 
@@ -65,6 +66,8 @@ _HYPHEN_GAP_RE = re.compile(r"-(?=[^\W\d_])|[ \u00a0\u202f]*")
 _TAIL_RE = re.compile(r"-[\w-]*")
 _NEXT_WORD_RE = re.compile(r"[ \u00a0\u202f]*(?:(?P<w>[^\W\d_][\w-]*)|(?P<p>\S)|\Z)")
 _WORD_RE = re.compile(r"[^\W\d_]+")
+_LAST_WORD_RE = re.compile(r"([^\W\d_][\w-]*)[ \u00a0]*\Z")
+_ENDS_IN_LETTER_RE = re.compile(r"[^\W\d_][ \u00a0]*\Z")
 # "up from roughly 500", "von 90.000": a small bare number after a count cue and a link word
 _COUNT_LINK_RE = re.compile(
     r"(?<![^\W\d_])(?:of|from|to|von|auf|bei)(?:[ \u00a0]+[^\W\d_]+)?[ \u00a0]+\Z", re.IGNORECASE
@@ -88,7 +91,8 @@ def load_lexicons(config_dir: Path | None = None) -> Mapping[str, FigureLexicon]
         raise ConfigError("no lexicons/figures.*.toml found", path=str(config_dir))
     lexicons = [load_lexicon_file(f) for f in files]
     known = tuple(sorted({n for lx in lexicons for n in lx.known_orgs}))
-    return {lx.lang: replace(lx, known_orgs=known) for lx in lexicons}
+    shared = [replace(lx, known_orgs=known) for lx in lexicons]
+    return {lx.lang: replace(lx, orgs=org_patterns(shared, lx.lang)) for lx in shared}
 
 
 def detect_lang(text: str, lexicons: Mapping[str, FigureLexicon] | None = None) -> str:
@@ -131,7 +135,7 @@ class _Tail:
 
 
 def _word_before(text: str, pos: int) -> str:
-    m = re.search(r"([^\W\d_][\w-]*)[ \u00a0]*\Z", text[max(0, pos - 40) : pos])
+    m = _LAST_WORD_RE.search(text[max(0, pos - 40) : pos])
     return m.group(1) if m else ""
 
 
@@ -150,7 +154,7 @@ def _qualifier_before(text: str, pos: int, lex: FigureLexicon) -> tuple[str, str
         phrase in lex.noun_blocked
         and before[:1].isupper()
         and before.lower() not in lex.stopwords
-        and re.search(r"[^\W\d_][ \u00a0]*\Z", text[max(0, qstart - 40) : qstart])
+        and _ENDS_IN_LETTER_RE.search(text[max(0, qstart - 40) : qstart])
     ):
         return None
     return qual, bound, qstart
@@ -248,9 +252,10 @@ def _skip_digits(text: str, s: int, e: int) -> bool:
 
 def _scan_numbers(text: str, lex: FigureLexicon, blocked: list[tuple[int, int]]) -> list[_Raw]:
     raws: list[_Raw] = []
-    word_re = re.compile(rf"(?P<word>{lex.number_word_re.pattern})", re.IGNORECASE)
     candidates = heapq.merge(
-        _NUM_RE.finditer(text), word_re.finditer(text), key=lambda m: (m.start(), -m.end())
+        _NUM_RE.finditer(text),
+        lex.number_word_scan_re.finditer(text),
+        key=lambda m: (m.start(), -m.end()),
     )
     pos = 0
     bi = 0
@@ -525,7 +530,7 @@ def _figures(
     lexicons: Mapping[str, FigureLexicon],
     published: datetime | None,
 ) -> Iterator[Figure]:
-    orgs = find_orgs(text, list(lexicons.values()), lex.lang)
+    orgs: OrgIndex | None = None  # searched when a figure first needs a subject
     spans = [(r.start, r.end) for r in raws]
     periods_cache: dict[tuple[int, int], list[tuple[int, int, str]]] = {}
     previous: Figure | None = None
@@ -546,6 +551,9 @@ def _figures(
         if metric == "age":  # a person, named by the age pattern or not at all
             subject = raw.subject
         else:
+            if orgs is None:
+                patterns = lex.orgs or org_patterns(list(lexicons.values()), lex.lang)
+                orgs = find_orgs(text, patterns)
             subject = assign_subject(
                 text, raw.start, raw.end, metric, sent, _previous(text, sent, lex), orgs, lex
             )

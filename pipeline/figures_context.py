@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from pipeline.figures_lexicon import NO_METRIC, FigureLexicon, alternation
+from pipeline.figures_lexicon import NO_METRIC, FigureLexicon, OrgPatterns, names_re
 
 # Context windows and metric scoring. Set on the dev split of tests/data/figures
 # (scripts/eval_figures.py --split dev); re-run the gate after any change.
@@ -42,6 +42,7 @@ _CLAUSE_RE = re.compile(r";|[ \u00a0][–—-][ \u00a0]|[()]|:[ \u00a0]")
 _CLAUSE_CROSS_RE = re.compile(r";|[ \u00a0][–—][ \u00a0]")
 _WORDS_RE = re.compile(r"[^\W\d_][\w'’.-]*|\d+")
 _ROLE_TAIL_RE = re.compile(r"(?:[^\W\d_][\w'’.-]*[ \u00a0]+)*\Z")
+_CAMEL_RE = re.compile(r"(?<![\w-])[A-Z][a-z]+[A-Z][A-Za-z]+(?![\w])")
 
 
 @dataclass(frozen=True)
@@ -102,10 +103,6 @@ def clause_bounds(text: str, start: int, end: int, sent: Span) -> Span:
 # ---------------------------------------------------------------- organisation names
 
 
-def _known_re(names: Sequence[str]) -> re.Pattern[str]:
-    return re.compile(rf"(?<![\w-])(?P<n>{alternation(names)})(?P<g>s|['’]s?)?(?![\w])")
-
-
 @dataclass(frozen=True)
 class OrgIndex:
     """Organisation mentions sorted by position, searchable by span in log time."""
@@ -124,19 +121,16 @@ class OrgIndex:
         return out
 
 
-def find_orgs(text: str, lexicons: Sequence[FigureLexicon], lang: str) -> OrgIndex:
+def find_orgs(text: str, patterns: OrgPatterns) -> OrgIndex:
     """Organisation names in ``text``, by priority: the lexicons' known names and product
     aliases ("ChatGPT" → "OpenAI"), names with a company suffix ("Scale AI", "Index
     Ventures"), names after a descriptor ("der Datenspezialist Informatica", "chip designer
     Ampere Computing"), CamelCase names ("OpenAI"), and the bare head of a suffixed name once
     the full name has appeared ("Scale" → "Scale AI").
+    ``patterns``: ``FigureLexicon.orgs`` (``figures_lexicon.org_patterns``).
     """
-    names = {n: n for lx in lexicons for n in lx.known_orgs}
-    names.update({a: c for lx in lexicons for a, c in lx.org_aliases.items()})
-    suffixes = sorted({s for lx in lexicons for s in lx.org_suffixes})
-    stop = frozenset(w for lx in lexicons for w in lx.org_stop)
-    lex = next((lx for lx in lexicons if lx.lang == lang), lexicons[0])
-    heads = 2 if lang == "en" else 0
+    names, suffixes, stop = patterns.names, patterns.suffixes, patterns.stop
+    stopwords, months = patterns.stopwords, patterns.months
     found: list[Org] = []
     occupied = bytearray(len(text))
 
@@ -149,14 +143,10 @@ def find_orgs(text: str, lexicons: Sequence[FigureLexicon], lang: str) -> OrgInd
         occupied[start:end] = b"\x01" * (end - start)
         found.append(Org(start, end, name, in_compound))
 
-    for m in _known_re(list(names)).finditer(text):
+    for m in patterns.known_re.finditer(text):
         add(m.start("n"), m.end("n") + len(m.group("g") or ""), names[m.group("n")])
-    suffix_re = re.compile(
-        rf"(?<![\w-])(?P<n>(?:[A-Z][\w&.’'-]*[ ]){{0,{heads}}}(?:[A-Z][\w&.-]*|[a-z]+[A-Z]\w*))"
-        rf"[ ](?P<s>{alternation(suffixes)})(?![\w])"
-    )
     full_names: dict[str, str] = {}
-    for m in suffix_re.finditer(text):
+    for m in patterns.suffix_re.finditer(text):
         words = m.group("n").split(" ")
         while words and (words[0] in stop or words[0].endswith(("'s", "’s"))):
             words.pop(0)
@@ -169,40 +159,25 @@ def find_orgs(text: str, lexicons: Sequence[FigureLexicon], lang: str) -> OrgInd
         parts = name.split(" ")
         if len(parts) > 1 and parts[-1] in suffixes and name in text:
             full_names.setdefault(" ".join(parts[:-1]), name)
-    if lex.descriptors:
-        appo = re.compile(
-            rf"(?<![\w-])(?i:[\w-]*(?:{alternation(lex.descriptors)}))[ \u00a0]+"
-            rf"(?P<n>[A-Z][\w&.-]*(?:[ ][A-Z][\w&.-]*)?)(?![\w-])"
-        )
-        for m in appo.finditer(text):
+    if patterns.descriptor_re is not None:
+        for m in patterns.descriptor_re.finditer(text):
             words = m.group("n").split(" ")
-            while words and (words[-1] in stop or words[-1].lower() in lex.stopwords):
+            while words and (words[-1] in stop or words[-1].lower() in stopwords):
                 words.pop()
-            if words and words[0] not in stop and words[0].lower() not in lex.stopwords:
+            if words and words[0] not in stop and words[0].lower() not in stopwords:
                 name = " ".join(words)
                 add(m.start("n"), m.start("n") + len(name), name)
                 full_names.setdefault(name, name)
-    if lex.subject_verbs:
+    if patterns.lead_re is not None:
         # "Duolingo said …": a capitalised word opening a sentence, then a company verb
-        lead = re.compile(
-            rf"(?:^|(?<=[.!?][ ])|(?<=\n))(?P<n>[A-Z][A-Za-z0-9&]+)(?:['’]s)?[ ]"
-            rf"(?:{alternation(lex.subject_verbs)})(?![\w])",
-            re.MULTILINE,
-        )
-        for m in lead.finditer(text):
+        for m in patterns.lead_re.finditer(text):
             name = m.group("n")
-            if name not in stop and name.lower() not in lex.stopwords:
+            if name not in stop and name.lower() not in stopwords:
                 add(m.start("n"), m.end("n"), name)
                 full_names.setdefault(name, name)
-    verbs = [v for v in lex.target_verbs if " " not in v]
-    if verbs:
+    if patterns.object_re is not None:
         # "agreed to buy Informatica", "übernimmt Informatica": the object of a takeover verb
-        obj = re.compile(
-            rf"(?<![\w-])(?:{alternation(verbs)})[ ]+(?:(?:the|den|die|das|der)[ ]+)?"
-            rf"(?P<n>[A-Z][\w&.]*(?:[ ][A-Z][\w&.]*){{0,2}})(?![\w-])"
-        )
-        months = {m.capitalize() for lx in lexicons for m in lx.months}
-        for m in obj.finditer(text):
+        for m in patterns.object_re.finditer(text):
             words = m.group("n").split(" ")
             while words and (words[-1] in stop or words[-1] in months):
                 words.pop()
@@ -211,12 +186,11 @@ def find_orgs(text: str, lexicons: Sequence[FigureLexicon], lang: str) -> OrgInd
                 name = full_names.get(written, written)
                 add(m.start("n"), m.start("n") + len(written), name)
                 full_names.setdefault(written, name)
-    camel = re.compile(r"(?<![\w-])[A-Z][a-z]+[A-Z][A-Za-z]+(?![\w])")
-    for m in camel.finditer(text):
+    for m in _CAMEL_RE.finditer(text):
         if m.group(0) not in stop:
             add(m.start(), m.end(), m.group(0))
     if full_names:
-        for m in _known_re(list(full_names)).finditer(text):
+        for m in names_re(full_names).finditer(text):
             add(m.start(), m.end(), full_names[m.group("n")])
     found.sort(key=lambda o: o.start)
     return OrgIndex(tuple(found), tuple(o.start for o in found))
@@ -355,7 +329,7 @@ def _role(text: str, org: Org, floor: int, orgs: OrgIndex, lex: FigureLexicon) -
 
 def _receives(text: str, org: Org, hi: int, lex: FigureLexicon) -> bool:
     after = text[org.end : min(hi, org.end + ROLE_WINDOW)].lower()
-    return any(re.search(rf"(?<!\w){re.escape(v.lower())}(?!\w)", after) for v in lex.receive_verbs)
+    return bool(lex.receive_verb_re.search(after))
 
 
 def assign_subject(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
@@ -74,6 +74,7 @@ class FigureLexicon:
     target_verbs_after: tuple[str, ...]
     subject_verbs: frozenset[str]
     number_word_re: re.Pattern[str]
+    number_word_scan_re: re.Pattern[str]  # number_word_re as the group "word"
     number_words: Mapping[str, Decimal]
     fraction_re: re.Pattern[str]
     fractions: Mapping[str, tuple[int, int]]
@@ -105,18 +106,110 @@ class FigureLexicon:
     source_markers: tuple[str, ...]
     from_markers: tuple[str, ...]
     receive_verbs: tuple[str, ...]
+    receive_verb_re: re.Pattern[str]  # any receive verb as a word, in lower-cased text
     subject_skip: tuple[str, ...]
     metrics: Mapping[str, MetricSpec]
     cue_res: Mapping[str, re.Pattern[str]]  # per unit kind (money, percent, count, years, x)
     cue_weights: Mapping[str, Mapping[str, tuple[str, float]]]  # unit kind -> group -> cue
     count_noun_re: re.Pattern[str]
     count_nouns: Mapping[str, str]
+    # organisation-name patterns over the lexicons loaded together (``org_patterns``); set by
+    # ``build_lexicon`` for this lexicon alone and by ``figures.load_lexicons`` for the set
+    orgs: OrgPatterns | None = None
+
+
+_WORD_CHARS = re.compile(r"[\w-]*")
+
+
+@dataclass(frozen=True)
+class OrgPatterns:
+    """What ``figures_context.find_orgs`` searches with, for one language over a set of
+    lexicons (names, suffixes, stop words and months are shared by the set), compiled once."""
+
+    names: Mapping[str, str]  # a known name or product alias as written -> the organisation
+    suffixes: tuple[str, ...]  # company suffixes ("AG", "Inc."), sorted
+    stop: frozenset[str]  # capitalised words that are no name
+    months: frozenset[str]  # capitalised month names of every language
+    stopwords: frozenset[str]  # this language's stopwords
+    known_re: re.Pattern[str]  # a known name, with a genitive "s" or "'s"
+    suffix_re: re.Pattern[str]  # "Scale AI", "Index Ventures"
+    descriptor_re: re.Pattern[str] | None  # "der Datenspezialist Informatica"
+    lead_re: re.Pattern[str] | None  # "Duolingo said …"
+    object_re: re.Pattern[str] | None  # "agreed to buy Informatica"
+
+
+def names_re(names: Iterable[str]) -> re.Pattern[str]:
+    """Any of ``names`` as a whole word, with a genitive "s" or "'s" (group ``g``)."""
+    names = tuple(names)
+    return re.compile(
+        rf"(?<![\w-]){starts_of(names)}(?P<n>{alternation(names)})(?P<g>s|['’]s?)?(?![\w])"
+    )
+
+
+def org_patterns(lexicons: Sequence[FigureLexicon], lang: str) -> OrgPatterns:
+    """The organisation patterns of ``lang`` over ``lexicons`` (see ``OrgPatterns``)."""
+    names = {n: n for lx in lexicons for n in lx.known_orgs}
+    names.update({a: c for lx in lexicons for a, c in lx.org_aliases.items()})
+    suffixes = tuple(sorted({s for lx in lexicons for s in lx.org_suffixes}))
+    lex = next((lx for lx in lexicons if lx.lang == lang), lexicons[0])
+    heads = 2 if lang == "en" else 0
+    suffix_re = re.compile(
+        rf"(?<![\w-])(?P<n>(?:[A-Z][\w&.’'-]*[ ]){{0,{heads}}}(?:[A-Z][\w&.-]*|[a-z]+[A-Z]\w*))"
+        rf"[ ](?P<s>{alternation(suffixes)})(?![\w])"
+    )
+    descriptor_re = None
+    if lex.descriptors:
+        # when every descriptor is one word, the word holding it must be followed by a
+        # capitalised one: a look-ahead that skips most words without trying each descriptor
+        one_word = all(_WORD_CHARS.fullmatch(d) for d in lex.descriptors)
+        ahead = r"(?=[\w-]*[ \u00a0]+[A-Z])" if one_word else ""
+        descriptor_re = re.compile(
+            rf"(?<![\w-]){ahead}(?i:[\w-]*(?:{alternation(lex.descriptors)}))[ \u00a0]+"
+            rf"(?P<n>[A-Z][\w&.-]*(?:[ ][A-Z][\w&.-]*)?)(?![\w-])"
+        )
+    lead_re = None
+    if lex.subject_verbs:
+        lead_re = re.compile(  # (the look-ahead first: most positions hold no capital)
+            rf"(?=[A-Z])(?:^|(?<=[.!?][ ])|(?<=\n))(?P<n>[A-Z][A-Za-z0-9&]+)(?:['’]s)?[ ]"
+            rf"(?:{alternation(lex.subject_verbs)})(?![\w])",
+            re.MULTILINE,
+        )
+    verbs = [v for v in lex.target_verbs if " " not in v]
+    object_re = None
+    if verbs:
+        object_re = re.compile(
+            rf"(?<![\w-]){starts_of(verbs)}(?:{alternation(verbs)})[ ]+"
+            rf"(?:(?:the|den|die|das|der)[ ]+)?"
+            rf"(?P<n>[A-Z][\w&.]*(?:[ ][A-Z][\w&.]*){{0,2}})(?![\w-])"
+        )
+    return OrgPatterns(
+        names=MappingProxyType(names),
+        suffixes=suffixes,
+        stop=frozenset(w for lx in lexicons for w in lx.org_stop),
+        months=frozenset(m.capitalize() for lx in lexicons for m in lx.months),
+        stopwords=lex.stopwords,
+        known_re=names_re(names),
+        suffix_re=suffix_re,
+        descriptor_re=descriptor_re,
+        lead_re=lead_re,
+        object_re=object_re,
+    )
 
 
 def alternation(words: Iterable[str]) -> str:
     """A regex alternation of literal words, longest first (so "Mrd." beats "Mrd")."""
     uniq = sorted(set(words), key=lambda w: (-len(w), w))
     return "|".join(re.escape(w) for w in uniq) if uniq else "(?!x)x"
+
+
+def starts_of(words: Iterable[str]) -> str:
+    """A look-ahead for the first characters of ``words`` ("" if one is empty). Before an
+    alternation of the words it changes no match, but lets the regex engine pass over the
+    positions where no word starts without trying each word there."""
+    firsts = {w[:1] for w in words}
+    if not firsts or "" in firsts:
+        return ""
+    return "(?=[" + "".join(re.escape(c) for c in sorted(firsts)) + "])"
 
 
 def _words(data: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
@@ -140,6 +233,12 @@ def _joiner(words: Sequence[str]) -> re.Pattern[str]:
 def _bounded(body: str, flags: int = 0) -> re.Pattern[str]:
     """``body`` as whole words: not glued to letters or digits on either side."""
     return re.compile(rf"(?<![^\W_])(?:{body})(?![^\W_])", flags)
+
+
+def _bounded_words(words: Iterable[str], flags: int = 0) -> re.Pattern[str]:
+    """Any of ``words`` as a whole word (``_bounded``)."""
+    words = tuple(words)
+    return _bounded(f"{starts_of(words)}(?:{alternation(words)})", flags)
 
 
 def _qualifier_tables(
@@ -280,16 +379,17 @@ def build_lexicon(data: Mapping[str, Any], path: str = "<lexicon>") -> FigureLex
         re.IGNORECASE,
     )
     year_before = _words(period, "year_before", path)
-    relative_year_re = _bounded(
-        alternation((*this_year, *last_year, *next_year, *year_before)), re.IGNORECASE
+    relative_year_re = _bounded_words(
+        (*this_year, *last_year, *next_year, *year_before), re.IGNORECASE
     )
 
     openers = {k.lower(): str(v) for k, v in _table(data, "range_openers", path).items()}
+    number_word_re = _bounded_words(number_words, re.IGNORECASE)
     orgs = _table(data, "organisations", path)
     subject = _table(data, "subject", path)
     metrics, cue_res, cue_weights, nouns = _metrics(data, path)
 
-    return FigureLexicon(
+    lexicon = FigureLexicon(
         lang=lang,
         decimal_sep=dec,
         stopwords=frozenset(w.lower() for w in _words(data, "stopwords", path)),
@@ -346,12 +446,13 @@ def build_lexicon(data: Mapping[str, Any], path: str = "<lexicon>") -> FigureLex
         percent_change_words=frozenset(
             w.lower() for w in _words(data, "percent_change_words", path)
         ),
-        number_word_re=_bounded(alternation(number_words), re.IGNORECASE),
+        number_word_re=number_word_re,
+        number_word_scan_re=re.compile(rf"(?P<word>{number_word_re.pattern})", re.IGNORECASE),
         number_words=MappingProxyType(number_words),
-        fraction_re=_bounded(alternation(fractions), re.IGNORECASE),
+        fraction_re=_bounded_words(fractions, re.IGNORECASE),
         fractions=MappingProxyType(fractions),
         fraction_links=frozenset(w.lower() for w in _words(frac_table, "fraction_links", path)),
-        multiplier_re=_bounded(alternation(multipliers), re.IGNORECASE),
+        multiplier_re=_bounded_words(multipliers, re.IGNORECASE),
         multipliers=MappingProxyType(multipliers),
         multiplier_suffix_re=re.compile(
             rf"(?:{alternation(_words(mult_table, 'multiplier_suffixes', path))})(?![^\W_])",
@@ -383,6 +484,10 @@ def build_lexicon(data: Mapping[str, Any], path: str = "<lexicon>") -> FigureLex
         source_markers=_words(subject, "source_markers", path),
         from_markers=_words(subject, "from_markers", path),
         receive_verbs=_words(subject, "receive_verbs", path),
+        receive_verb_re=re.compile(
+            rf"(?<!\w)(?:{alternation(v.lower() for v in _words(subject, 'receive_verbs', path))})"
+            r"(?!\w)"
+        ),
         subject_skip=_words(subject, "skip_words", path),
         metrics=metrics,
         cue_res=cue_res,
@@ -390,6 +495,7 @@ def build_lexicon(data: Mapping[str, Any], path: str = "<lexicon>") -> FigureLex
         count_noun_re=re.compile(rf"(?:{alternation(nouns)})(?![^\W_])"),
         count_nouns=MappingProxyType(nouns),
     )
+    return replace(lexicon, orgs=org_patterns([lexicon], lang))
 
 
 def load_lexicon_file(path: Path) -> FigureLexicon:

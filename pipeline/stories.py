@@ -141,13 +141,12 @@ class Fingerprint:
         )
 
 
-_SPACE = re.compile(r"\s+")
-_NON_WORD = re.compile(r"[^\w\s]")
+_NON_WORD_RUN = re.compile(r"\W+")  # punctuation and white space
 
 
 def normalise_text(text: str) -> str:
     """Folded text without punctuation and with single spaces: the exact-duplicate level."""
-    return _SPACE.sub(" ", _NON_WORD.sub(" ", fold(text))).strip()
+    return _NON_WORD_RUN.sub(" ", fold(text)).strip()
 
 
 def figure_key(fig: Figure) -> str:
@@ -190,7 +189,7 @@ def fingerprint(doc: Document, figures: Sequence[Figure]) -> Fingerprint:
         terms=terms,
         lang=doc.lang,
         published=utc(doc.published) if doc.published else None,
-        title=" ".join(content_words(doc.title))[:MAX_TITLE_CHARS],
+        title=" ".join(title_words)[:MAX_TITLE_CHARS],
     )
 
 

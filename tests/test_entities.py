@@ -106,3 +106,32 @@ def test_exonyms_and_country_names_meet_across_languages() -> None:
     assert shared <= set(de) & set(en)
     # a country after a German article is still a name, a common noun still is not
     assert "behorden" not in de
+
+
+def test_fold_ascii_and_non_ascii_text() -> None:
+    # ASCII text is only casefolded; elsewhere diacritics go, compatibility forms decompose
+    # and punctuation outside ASCII stays
+    assert fold("OpenAI Inc. SAYS") == "openai inc. says"
+    assert fold("Crème brûlée’s ﬁnal Straße ÅNGSTRÖM") == "creme brulee’s final strasse angstrom"
+    assert fold("") == ""
+
+
+def test_content_words_of_repeated_and_compound_words() -> None:
+    # each occurrence counts, whatever its case; compounds split at - ’ ' . &
+    assert content_words("Takeover takeover TAKEOVER") == ["takeover"] * 3
+    assert content_words("Meta-Übernahme O'Brien’s Scale-AI-Deal") == [
+        "meta",
+        "ubernahme",
+        "brien",
+        "scale",
+        "deal",
+    ]
+    # inflected forms add up on their shared stem
+    assert top_terms(["deals", "deal", "deal", "alphas", "alpha"], 2) == ("deal", "alpha")
+
+
+def test_sentence_starts_across_punctuation_and_line_breaks() -> None:
+    # a word opening a sentence (after ".", "!", a line break, a colon and a quote, an opening
+    # parenthesis, a closing one) is no name on its own; one after a comma is
+    text = 'Alpha rose. Bravo fell!\nCharlie won: "Delta lost." Echo, Foxtrot and (Golf) Hotel.'
+    assert find_names(text, "en") == ("foxtrot",)

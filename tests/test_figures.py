@@ -223,3 +223,27 @@ def test_lexicon_errors_name_the_file(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"figures\.xx\.toml.*bogus"):
         load_lexicons(tmp_path)
+
+
+def test_names_after_one_word_and_multi_word_descriptors() -> None:
+    from pipeline.figures_context import find_orgs
+    from pipeline.figures_lexicon import build_lexicon
+
+    text = "The deal values chip designer Ampere Computing at $6.5 billion; designer arm too."
+    for descriptors in (["designer"], ["chip designer"]):
+        lex = build_lexicon({"lang": "en", "organisations": {"descriptors": descriptors}})
+        assert lex.orgs is not None
+        assert [o.name for o in find_orgs(text, lex.orgs).orgs] == ["Ampere Computing"]
+
+
+def test_loaded_lexicons_share_organisation_patterns(
+    lexicons: Mapping[str, FigureLexicon],
+) -> None:
+    # a product alias of one language's file is found in text of every language
+    aliases = {a: c for lx in lexicons.values() for a, c in lx.org_aliases.items()}
+    for lx in lexicons.values():
+        assert lx.orgs is not None
+        assert {**dict.fromkeys(lx.known_orgs), **aliases}.keys() == lx.orgs.names.keys()
+        for alias, org in aliases.items():
+            m = lx.orgs.known_re.search(f"Nutzer von {alias} zahlen.")
+            assert m is not None and lx.orgs.names[m.group("n")] == org
