@@ -57,7 +57,14 @@ from pipeline.notify import Channel, NotifyError
 from pipeline.polling import next_poll
 from pipeline.settings import Settings
 from pipeline.topic import Topic, TopicDecision, decide_entry, decide_text, load_topic
-from pipeline.work import Prepared, prepare_batch, prepare_version, process_in_worker, process_page
+from pipeline.work import (
+    Prepared,
+    exit_with_parent,
+    prepare_batch,
+    prepare_version,
+    process_in_worker,
+    process_page,
+)
 from storage.repository import PendingDelivery, Repo, Store
 
 log = logging.getLogger(__name__)
@@ -78,7 +85,6 @@ ARTICLE_THREADS = 16  # article pages in flight (fetch; decode + extract in the 
 # Fewer items than this in one go stay in-process while no pool runs yet: starting the
 # spawn workers costs about a second.
 POOL_MIN_ITEMS = 8
-PARENT_CHECK_S = 0.5  # how often a pool worker checks that the cycle's process lives
 ANALYSIS_BATCH = 32  # versions a pool task prepares (figures, fingerprint, keys)
 # Writes of consecutive items share a transaction (each item in its own savepoint) up to
 # this many items; a transaction is never held open while waiting for the network.
@@ -225,7 +231,7 @@ class Workers:
             self._pool = ProcessPoolExecutor(
                 self.processes,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_exit_with_parent,
+                initializer=exit_with_parent,
                 initargs=(os.getpid(),),
             )
         return self._pool
@@ -248,21 +254,6 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def _exit_with_parent(parent: int) -> None:
-    """Pool worker initializer: end the worker once the cycle's process is gone.
-
-    A SIGKILLed cycle would otherwise leave its workers blocked on their task
-    queue, holding the killed process's stdout and stderr open.
-    """
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(PARENT_CHECK_S)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 class Batch:

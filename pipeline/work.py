@@ -8,6 +8,9 @@ its arguments; results and arguments pickle.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +22,8 @@ from pipeline.feeds import content_hash
 from pipeline.figures import FigureLexicon, extract_figures, load_lexicons
 from pipeline.models import Document, Extracted, Figure, StoredArticle
 from storage.pages import gzip_html
+
+PARENT_CHECK_S = 0.5  # how often a pool worker checks that the cycle's process lives
 
 PageWork = tuple[str, Extracted, str, bytes]  # decoded_by, extraction, digest, html_gz
 Prepared = tuple[list[Figure], stories.Fingerprint, list[str]]  # figures, fingerprint, keys
@@ -65,3 +70,19 @@ def prepare_batch(
     (they do not pickle), once a batch."""
     lexicons = dict(load_lexicons(lexicon_dir))
     return [prepare_version(article, published, lexicons) for article, published in batch]
+
+
+def exit_with_parent(parent: int) -> None:
+    """Pool worker initializer (here, not in ``pipeline.run``, so that a worker imports
+    only this module): end the worker once the cycle's process is gone.
+
+    A SIGKILLed cycle would otherwise leave its workers blocked on their task
+    queue, holding the killed process's stdout and stderr open.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

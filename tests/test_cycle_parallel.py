@@ -178,3 +178,16 @@ def test_a_batch_commits_once_it_has_been_open_long_enough(
             assert [f.url for f in repo.feeds()] == ["https://a.example/1.xml"]
     store.close()
     other.close()
+
+
+def test_a_pool_worker_imports_only_the_pure_stages() -> None:
+    """Every worker of every cycle pays its imports: the pool's worker must not pull in
+    the cycle module, storage or SQLAlchemy (only ``pipeline.work`` and what it needs)."""
+    from pipeline.run import POOL_MIN_ITEMS, Workers
+
+    probe = "sorted(m for m in ('pipeline.run', 'storage.repository', 'sqlalchemy', "
+    probe += "'pipeline.work') if m in __import__('sys').modules)"
+    with Workers(processes=2) as workers:
+        pool = workers.cpu(POOL_MIN_ITEMS)
+        assert pool is not None
+        assert pool.submit(eval, probe).result(timeout=60) == ["pipeline.work"]
