@@ -298,7 +298,7 @@ class Fetcher:
         *,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], datetime] = now_utc,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,  # None: the real clock, cut by a stop
         monotonic: Callable[[], float] = time.monotonic,
         resolver: Resolver = system_resolver,
         politeness: Politeness | None = None,

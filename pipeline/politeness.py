@@ -66,7 +66,7 @@ class Politeness:
         max_concurrent: int = 2,
         min_gap_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
@@ -75,7 +75,7 @@ class Politeness:
         self._max_concurrent = max_concurrent
         self._min_gap_s = min_gap_s
         self._clock = clock
-        self._sleep = sleep
+        self._sleep = sleep  # None: the real clock (see _pause)
         self._cond = threading.Condition()
         self._domains: dict[str, _DomainState] = {}
         self._stopping = threading.Event()
@@ -96,6 +96,17 @@ class Politeness:
     def resume(self) -> None:
         self._stopping.clear()
 
+    def _pause(self, seconds: float) -> None:
+        """Wait ``seconds``, ending with ``InterruptedError`` if ``stop_waiting`` came: on
+        the real clock at once, with an injected ``sleep`` (tests) once it returns."""
+        if self._sleep is None:
+            stopped = self._stopping.wait(seconds)
+        else:
+            self._sleep(seconds)
+            stopped = self._stopping.is_set()
+        if stopped:
+            raise InterruptedError("the run is stopping")
+
     @contextmanager
     def slot(self, domain: str) -> Iterator[None]:
         """Hold one request slot of ``domain``; waits for a free slot and the gap."""
@@ -112,11 +123,7 @@ class Politeness:
         try:
             delay = start - now
             if delay > 0:
-                if self._sleep is time.sleep:  # the real clock: a wait that stop can cut
-                    if self._stopping.wait(delay):
-                        raise InterruptedError("the run is stopping")
-                else:
-                    self._sleep(delay)
+                self._pause(delay)
             yield
         finally:
             with self._cond:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -149,21 +147,12 @@ class SharedPoliteness(Politeness):
         *,
         max_concurrent: int = 2,
         min_gap_s: float = 1.0,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         super().__init__(max_concurrent=max_concurrent, min_gap_s=min_gap_s, sleep=sleep)
         self._engine = engine
         self._max = max_concurrent
         self._gap = min_gap_s
-        self._sleep_fn = sleep
-        self._stop = threading.Event()
-
-    def stop_waiting(self) -> None:
-        """Make waiting callers give up (worker shutdown)."""
-        self._stop.set()
-
-    def resume(self) -> None:
-        self._stop.clear()
 
     def _take_slot(self, conn: Connection, domain: str) -> int:
         h = _int32(domain)
@@ -176,9 +165,7 @@ class SharedPoliteness(Politeness):
                 conn.commit()
                 if got:
                     return slot
-            if self._stop.is_set():
-                raise InterruptedError("worker stopping")
-            self._sleep_fn(SLOT_POLL_S)
+            self._pause(SLOT_POLL_S)  # InterruptedError once the worker stops
 
     def _reserve_start(self, domain: str) -> float:
         """Seconds to wait before this request may start; advances the domain's gap."""
@@ -216,7 +203,7 @@ class SharedPoliteness(Politeness):
             try:
                 delay = self._reserve_start(domain)
                 if delay > 0:
-                    self._sleep_fn(delay)
+                    self._pause(delay)
                 yield
             finally:
                 conn.execute(

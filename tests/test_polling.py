@@ -475,3 +475,22 @@ def test_stop_waiting_releases_callers_waiting_for_a_slot_or_a_gap():
     p.stop_waiting()
     t.join(5)
     assert gap == ["gave up"] and time.monotonic() - started < 1.0
+
+
+def test_a_stop_during_an_injected_sleep_ends_the_wait_when_it_returns():
+    """With an injected clock (tests, simulations) the gap is slept by the injected
+    ``sleep``; a stop that comes meanwhile still ends the request before it starts."""
+    t = FakeTime()
+    slept: list[float] = []
+
+    def sleep_then_stop(seconds: float) -> None:
+        slept.append(seconds)
+        t.sleep(seconds)
+        p.stop_waiting()
+
+    p = Politeness(max_concurrent=1, min_gap_s=10.0, clock=t.clock, sleep=sleep_then_stop)
+    with p.slot("a.example"):  # the first request of a domain has no gap to sleep
+        pass
+    with pytest.raises(InterruptedError), p.slot("a.example"):
+        pytest.fail("a stopped run must not start the request")
+    assert slept == [10.0]
