@@ -224,11 +224,14 @@ def revisions(observations: Iterable[Observation], rules: DriftRules) -> list[Fi
 
     Figures of two versions are paired by metric, period, unit kind and
     subject overlap (nearest position in the text first); a pair whose
-    intervals diverge is a revision.
+    intervals diverge is a revision. A version that holds the feed's summary (a
+    partial article) is left out: the page's full text replacing it is no edit.
     """
     by_article: dict[str, dict[int, list[Observation]]] = {}
     for o in observations:
         if rules.metrics is not None and o.metric not in rules.metrics:
+            continue
+        if o.summary:  # the feed's words stood in for a page not fetched yet
             continue
         by_article.setdefault(o.article, {}).setdefault(o.version, []).append(o)
     out: list[Finding] = []

@@ -213,6 +213,13 @@ class Observation:
     version: int = 1
     article_id: int = 0
     start: int = 0
+    # from the feed's summary, stored while the page could not be fetched: its later full
+    # text is no revision of it
+    summary: bool = False
+
+
+# The method of a version that holds the feed's summary instead of the page's text.
+FEED_SUMMARY = "feed-summary"
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from pipeline.feeds import content_hash, normalize_url, parse_feed
 from pipeline.fetch import Fetcher, FetchResult, status_of
 from pipeline.figures import FigureLexicon, load_lexicons
 from pipeline.models import (
+    FEED_SUMMARY,
     Extracted,
     FeedEntry,
     FeedState,
@@ -114,6 +115,7 @@ class RunReport:
     articles_partial: int = 0
     articles_failed: int = 0
     articles_edited: int = 0
+    articles_completed: int = 0  # partial articles whose page came on a re-fetch
     versions_processed: int = 0
     stories_touched: int = 0
     alerts_new: int = 0
@@ -130,6 +132,7 @@ class RunReport:
             f"failed={self.feeds_failed} articles_new={self.articles_new} "
             f"skipped={self.articles_skipped} partial={self.articles_partial} "
             f"article_errors={self.articles_failed} edited={self.articles_edited} "
+            f"completed={self.articles_completed} "
             f"analysed={self.versions_processed} "
             f"stories={self.stories_touched} alerts_new={self.alerts_new} "
             f"sent={self.deliveries_sent} delivery_errors={self.deliveries_failed}"
@@ -556,7 +559,7 @@ def take_entries(
                     page = future.result()
                 except (FetchError, ParseError) as e:
                     with batch.item() as repo:
-                        stored = _store_failed(repo, feed, screened, e, report)
+                        stored = _store_failed(repo, feed, screened, e, analysis, report)
                     if not stored and isinstance(e, SoftFetchError):
                         unfinished += 1
                     continue
@@ -614,10 +617,12 @@ def _store_failed(
     feed: FeedState,
     screened: Screened,
     e: FetchError | ParseError,
+    analysis: Analysis,
     report: RunReport,
 ) -> bool:
     """A page that could not be fetched or extracted: keep what the feed says, if
-    anything; returns whether an article was stored."""
+    anything, and put the page on the re-fetch ladder (``refetch_articles`` completes
+    the article when the page comes); returns whether an article was stored."""
     entry, now, decision = screened
     if not entry.summary.strip():
         report.articles_failed += 1
@@ -631,11 +636,13 @@ def _store_failed(
             aid,
             title=entry.title,
             text=entry.summary,
-            method="feed-summary",
+            method=FEED_SUMMARY,
             fetched_at=now,
             content_hash=content_hash(entry.summary),
             first=(entry.published,),
         )
+        step, at = next_rung(analysis.refetch_ladder, entry.published or now, now, 0)
+        repo.schedule_refetch(aid, step=step, at=at)
     report.articles_partial += 1
     log.warning("stage=article outlet=%s url=%s status=partial error=%s", feed.outlet, url, e)
     return True
@@ -732,7 +739,7 @@ def refetch_articles(
     now = clock()
     with store.unit() as repo:
         due = repo.refetch_due(now)
-    for article_id, url, outlet, etag, last_modified, step in due:
+    for article_id, url, outlet, etag, last_modified, step, status in due:
         if stop is not None and stop.is_set():
             break
         with store.unit() as repo:
@@ -764,7 +771,11 @@ def refetch_articles(
                         html=html,
                         decoded_by=decoded_by,
                     )
-                    if version is not None:
+                    if version is not None and status == "partial":
+                        repo.complete(article_id)  # the page's text, for the feed's summary
+                        report.articles_completed += 1
+                        log.info("stage=refetch outlet=%s url=%s status=completed", outlet, url)
+                    elif version is not None:
                         report.articles_edited += 1
                         log.info("stage=refetch outlet=%s url=%s status=edited", outlet, url)
             repo.schedule_refetch(

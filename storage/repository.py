@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, aliased
 from pipeline.alerts import OutletYield
 from pipeline.errors import LeaseHeld, StorageError
 from pipeline.models import (
+    FEED_SUMMARY,
     Alert,
     FeedConfig,
     FeedState,
@@ -399,8 +400,9 @@ class Repo:
 
     def refetch_due(
         self, now: datetime, limit: int = 200
-    ) -> list[tuple[int, str, str, str | None, str | None, int]]:
-        """(id, url, outlet, etag, last_modified, step) of articles due for a re-fetch."""
+    ) -> list[tuple[int, str, str, str | None, str | None, int, str]]:
+        """(id, url, outlet, etag, last_modified, step, status) of articles due for a
+        re-fetch."""
         q = (
             select(ArticleRow, OutletRow.name)
             .join(OutletRow, OutletRow.id == ArticleRow.outlet_id)
@@ -409,7 +411,7 @@ class Repo:
             .limit(limit)
         )
         return [
-            (a.id, a.url, name, a.etag, a.last_modified, a.refetch_step)
+            (a.id, a.url, name, a.etag, a.last_modified, a.refetch_step, a.status)
             for a, name in self.s.execute(q)
         ]
 
@@ -428,6 +430,15 @@ class Repo:
             row.etag = etag
         if last_modified is not None:
             row.last_modified = last_modified
+
+    def complete(self, article_id: int) -> None:
+        """A partial article got its page's text: it is kept like any other."""
+        self.s.execute(
+            update(ArticleRow)
+            .where(ArticleRow.id == article_id, ArticleRow.status == "partial")
+            .values(status="kept")
+            .execution_options(synchronize_session=False)
+        )
 
     def find_by_content(self, outlet: str, content_hash: str) -> int | None:
         q = (
@@ -911,6 +922,7 @@ class Repo:
                 v.number,
                 a.id,
                 f.start,
+                v.method,
             )
             .join(v, v.id == f.version_id)
             .join(a, a.id == v.article_id)
@@ -964,6 +976,7 @@ class Repo:
                     version=row[16],
                     article_id=row[17],
                     start=row[18],
+                    summary=row[19] == FEED_SUMMARY,
                 )
             )
         return out

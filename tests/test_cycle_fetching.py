@@ -56,7 +56,7 @@ class Site:
             return Reply(304, headers)
         items = "".join(
             f"<item><title>{e['title']}</title><link>{e['link']}</link><guid>{e['guid']}</guid>"
-            f"<description>Meta und Scale AI: KI-Deal</description><pubDate>{format_datetime(T0)}</pubDate></item>"
+            f"<description>{e.get('summary', 'Meta und Scale AI: KI-Deal')}</description><pubDate>{format_datetime(T0)}</pubDate></item>"
             for e in self.entries
         )
         body = f"<rss version='2.0'><channel><title>KI-Nachrichten</title>{items}</channel></rss>"
@@ -206,6 +206,50 @@ def test_edits_are_caught_on_the_refetch_ladder(
     count = len([r for r in site.server.requests if r.path == "/a/1"])
     app.run_once()
     assert len([r for r in site.server.requests if r.path == "/a/1"]) == count
+
+
+def test_a_partial_article_gets_its_page_on_the_refetch_ladder(
+    tmp_path: Path, site: Site, new_db: DbFactory
+) -> None:
+    """A page that fails while the feed has a summary is stored from the summary
+    (partial) and put on the re-fetch ladder; when the page comes, its text is the
+    article's newest version, the article is kept, and the summary's rounder figure is
+    no revision of the page's."""
+    clock = Clock(T0 + timedelta(minutes=1))
+    site.server.route("/a/1", Reply(503, {"Content-Type": "text/plain"}, b"busy"))
+    site.entries = [
+        {
+            "title": "Meta steigt bei Scale AI ein",
+            "link": site.url("/a/1"),
+            "guid": "g-1",
+            "summary": "Meta zahlt 14 Milliarden Dollar für 49 Prozent an Scale AI.",
+        }
+    ]
+    app = make_app(tmp_path, site, clock, new_db())
+    first = app.run_once()
+    assert first.articles_partial == 1 and first.articles_new == 0
+
+    def stored() -> list[tuple[str, str]]:
+        assert app.store is not None
+        with app.store.engine.connect() as conn:
+            return [
+                (status, method)
+                for status, method in conn.exec_driver_sql(
+                    "select a.status, v.method from articles a"
+                    " join article_versions v on v.article_id = a.id order by v.number"
+                )
+            ]
+
+    assert stored() == [("partial", "feed-summary")]
+
+    site.page("/a/1", "14,8")  # the outlet's server is back
+    clock.now = T0 + timedelta(minutes=16)  # the ladder's first rung
+    second = app.run_once()
+    assert second.articles_completed == 1 and second.articles_edited == 0
+    assert stored() == [("kept", "feed-summary"), ("kept", "trafilatura")]
+    assert [r["value"] for r in app.drift_rows(metric="deal_value")] == [14.8e9]
+    assert app.drift_rows(revisions=True) == []
+    assert [a.kind for a in app.alerts() if a.kind == "revision"] == []
 
 
 def test_a_good_citizen_over_a_simulated_day(tmp_path: Path, site: Site, new_db: DbFactory) -> None:
