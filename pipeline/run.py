@@ -16,11 +16,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline import stories
 from pipeline.alerts import (
@@ -213,11 +214,16 @@ class Tracker:
             self.progress.advance(self.task)
 
 
+T = TypeVar("T")
+
+
 class Workers:
     """A cycle's fetch threads and its process pool for the CPU-heavy pure stages.
 
     The pool (spawn: safe next to threads) starts on first use with at least
-    ``POOL_MIN_ITEMS`` items; ``processes <= 1`` keeps everything in-process.
+    ``POOL_MIN_ITEMS`` items; ``processes <= 1`` keeps everything in-process. A worker
+    that dies (killed, out of memory, a crash in a C library on a hostile page) breaks
+    the whole pool: ``call`` then starts a new one and tries the item once more there.
     """
 
     def __init__(self, processes: int | None = None) -> None:
@@ -225,19 +231,45 @@ class Workers:
         self.feeds = ThreadPoolExecutor(FEED_THREADS, thread_name_prefix="feed")
         self.articles = ThreadPoolExecutor(ARTICLE_THREADS, thread_name_prefix="article")
         self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()  # the fetch threads share the pool
 
     def cpu(self, items: int) -> Executor | None:
         """The process pool for ``items`` items of work, or None to work in-process."""
         if self._pool is None and (self.processes <= 1 or items < POOL_MIN_ITEMS):
             return None
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self.processes,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=exit_with_parent,
-                initargs=(os.getpid(),),
-            )
-        return self._pool
+        return self._current()
+
+    def _current(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    self.processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=exit_with_parent,
+                    initargs=(os.getpid(),),
+                )
+            return self._pool
+
+    def replace(self, broken: Executor) -> None:
+        """Drop a pool that a dying worker broke; the next use starts a new one."""
+        with self._lock:
+            if self._pool is broken:
+                log.warning("stage=pool status=broken a worker process died; starting a new pool")
+                self._pool = None
+                broken.shutdown(wait=False, cancel_futures=True)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the pool. Raises ``BrokenProcessPool`` when the pool broke
+        under this item twice: once may be another item's doing, twice is its own."""
+        for attempt in (1, 2):
+            pool = self._current()
+            try:
+                return pool.submit(fn, *args).result()
+            except BrokenProcessPool:
+                self.replace(pool)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self.feeds.shutdown(wait=True, cancel_futures=True)
@@ -485,13 +517,20 @@ class Page:
     html_gz: bytes  # the page as stored
 
 
-def fetch_page(fetcher: Fetcher, url: str, cpu: Executor | None) -> Page:
-    """GET one article page and process it (in ``cpu`` when given, else here)."""
+def fetch_page(fetcher: Fetcher, url: str, pool: Workers | None) -> Page:
+    """GET one article page and process it (in ``pool``'s processes when given, else here)."""
     result = fetcher.fetch(url, kind="article")
     headers = dict(result.headers)
-    if cpu is None:
+    if pool is None:
         return Page(result, *process_page(result.content, headers, result.url))
-    outcome = cpu.submit(process_in_worker, result.content, headers, result.url).result()
+    try:
+        outcome = pool.call(process_in_worker, result.content, headers, result.url)
+    except BrokenProcessPool:
+        raise ExtractionError(
+            result.url,
+            "the worker process died twice on this page "
+            "(killed, out of memory, or a crash in the HTML parser)",
+        ) from None
     if isinstance(outcome, str):
         raise ExtractionError(result.url, outcome)
     return Page(result, *outcome)
@@ -547,8 +586,10 @@ def take_entries(
         if workers is None:
             pending = [_Later(fetcher, entry.url) for entry, _, _ in todo]
         else:
-            cpu = workers.cpu(len(todo))
-            pending = [workers.articles.submit(fetch_page, fetcher, e.url, cpu) for e, _, _ in todo]
+            pool = workers if workers.cpu(len(todo)) is not None else None
+            pending = [
+                workers.articles.submit(fetch_page, fetcher, e.url, pool) for e, _, _ in todo
+            ]
         try:
             for screened, future in zip(todo, pending, strict=True):
                 if stop is not None and stop.is_set():
@@ -963,7 +1004,11 @@ def analyse_pending(
                     chunk = chunks[n // ANALYSIS_BATCH]
                     if not chunk.done():
                         batch.commit()  # nothing held open while the pool works
-                    prepared = chunk.result()[n % ANALYSIS_BATCH]
+                    try:
+                        prepared = chunk.result()[n % ANALYSIS_BATCH]
+                    except BrokenProcessPool:  # a worker died: prepared here instead
+                        assert workers is not None and cpu is not None
+                        workers.replace(cpu)
                 item = batch.item()  # may commit earlier items: a failing store raises
                 try:
                     with item as repo:

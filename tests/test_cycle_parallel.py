@@ -191,3 +191,94 @@ def test_a_pool_worker_imports_only_the_pure_stages() -> None:
         pool = workers.cpu(POOL_MIN_ITEMS)
         assert pool is not None
         assert pool.submit(eval, probe).result(timeout=60) == ["pipeline.work"]
+
+
+def _die_once(marker: str) -> str:
+    """In a pool worker: die the first time (as the OOM killer would), answer after."""
+    import os as _os
+
+    if not _os.path.exists(marker):
+        Path(marker).touch()
+        _os._exit(9)
+    return "answered"
+
+
+def _die_always() -> str:
+    import os as _os
+
+    _os._exit(9)
+
+
+def test_a_dead_worker_breaks_the_pool_and_the_item_is_tried_once_more(tmp_path: Path) -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    from pipeline.run import POOL_MIN_ITEMS, Workers
+
+    with Workers(processes=2) as workers:
+        first = workers.cpu(POOL_MIN_ITEMS)
+        assert workers.call(_die_once, str(tmp_path / "died")) == "answered"
+        assert workers.cpu(POOL_MIN_ITEMS) is not first  # the broken pool was replaced
+        with pytest.raises(BrokenProcessPool):  # dies again in the new pool: its own doing
+            workers.call(_die_always)
+        assert workers.call(_die_once, str(tmp_path / "died")) == "answered"  # usable after
+
+
+def _pool_children() -> list[int]:
+    """Pids of this process's spawned pool workers."""
+    import os as _os
+
+    me = _os.getpid()
+    found = []
+    for task in Path(f"/proc/{me}/task").iterdir():
+        try:  # threads and children come and go while we look
+            pids = (task / "children").read_text().split()
+            found += [
+                int(p) for p in pids if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()
+            ]
+        except OSError:
+            continue
+    return found
+
+
+def test_a_worker_killed_mid_cycle_loses_no_article(tmp_path: Path) -> None:
+    """The OOM killer (or a crash in lxml) takes a pool worker during a cycle: the pool
+    is replaced, the pages in flight are processed again, the cycle ends normally and
+    stores every article."""
+    import os as _os
+    import signal
+    import threading
+    import time as _time
+
+    with serve_demo() as site:
+        app = App(
+            db_url=f"sqlite:///{tmp_path / 'killed.db'}",
+            settings=_settings(2),
+            channels=[],
+            sync_feeds=False,
+        )
+        now = datetime.now(UTC)
+        with app._store().unit() as repo:
+            for feed in site.feeds():
+                repo.add_feed(feed, now)
+        result: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                result["report"] = app.run_once()
+            except BaseException as e:
+                result["error"] = e
+
+        cycle = threading.Thread(target=run)
+        cycle.start()
+        deadline = _time.monotonic() + 60
+        while not (children := _pool_children()) and _time.monotonic() < deadline:
+            _time.sleep(0.01)
+        assert children, "the cycle never started its pool"
+        _os.kill(children[0], signal.SIGKILL)
+        cycle.join(120)
+        assert not cycle.is_alive()
+        assert "error" not in result, repr(result.get("error"))
+        report = result["report"]
+        assert report.articles_failed == 0, report.errors
+        reference, _ = _cycle(tmp_path, site, processes=1)
+    assert _outcome(app) == _outcome(reference)
