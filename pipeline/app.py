@@ -176,8 +176,10 @@ class App:
         rng: random.Random | None = None,
         progress: Any = None,
         stop: threading.Event | None = None,
+        workers: Workers | None = None,
     ) -> RunReport:
-        """One cycle under the database lease (cron mode and the daemon both call this)."""
+        """One cycle under the database lease (cron mode and the daemon both call this);
+        ``workers``: the daemon's threads and pool, kept between its cycles."""
         with self.leased() as (store, renew):
             if self.sync_feeds:
                 self.sync_config_feeds()
@@ -192,7 +194,12 @@ class App:
                 stop=stop,
                 renew=renew,
                 processes=self._settings().fetch.processes or None,
+                workers=workers,
             )
+
+    def workers(self) -> Workers:
+        """Fetch threads and a process pool as this App's settings ask for."""
+        return Workers(self._settings().fetch.processes or None)
 
     def ingest(
         self, items: Sequence[IngestItem], *, keep_all: bool = False, progress: Any = None
@@ -205,7 +212,7 @@ class App:
                 run_id = repo.start_run(self.clock())
             analysis = self.analysis(use_topic=not keep_all)
             ingest(store, items, analysis, self.clock, report, keep_all=keep_all, progress=progress)
-            with Workers(self._settings().fetch.processes or None) as workers:
+            with self.workers() as workers:
                 finish_analysis(
                     store, analysis, self._channels(), self.clock, report, progress, workers=workers
                 )

@@ -4,7 +4,9 @@ The daemon holds a ``daemon`` lease for its lifetime (a second daemon on the
 same database exits at once) and the ``cycle`` lease during each cycle (a cron
 run at the same moment exits instead). SIGTERM/SIGINT set a stop flag that the
 cycle checks between items: the item in hand is finished and committed, and
-the daemon exits 0.
+the daemon exits 0. The fetch threads and the process pool live as long as the
+daemon (idle workers hold their memory between cycles; ``[fetch] processes = 1``
+does without them).
 """
 
 from __future__ import annotations
@@ -28,14 +30,19 @@ DAEMON_LEASE = "daemon"
 
 
 def _cycle(
-    app: Any, holder: str, stop: threading.Event, metrics_file: Path | None, ttl: timedelta
+    app: Any,
+    holder: str,
+    stop: threading.Event,
+    metrics_file: Path | None,
+    ttl: timedelta,
+    workers: Any,
 ) -> None:
     if stop.is_set():
         return
     try:
         with app._store().unit() as repo:  # renew: a live daemon never loses its lease
             repo.acquire_lease(DAEMON_LEASE, holder, app.clock(), ttl)
-        report = app.run_once(stop=stop)
+        report = app.run_once(stop=stop, workers=workers)
         if metrics_file is not None:
             app.write_metrics(metrics_file)
     except LeaseHeld as e:
@@ -62,11 +69,14 @@ def run_daemon(
     with app._store().unit() as repo:
         repo.acquire_lease(DAEMON_LEASE, holder, app.clock(), ttl)
     stop = stop or threading.Event()
+    # One pool for the daemon's life: a pool's start (a process a core, each importing the
+    # extraction and analysis stack, about a second of CPU) is paid once, not every cycle.
+    workers = app.workers()
     scheduler = BackgroundScheduler(timezone=UTC)
     scheduler.add_job(
         _cycle,
         "interval",
-        args=[app, holder, stop, metrics_file, ttl],
+        args=[app, holder, stop, metrics_file, ttl, workers],
         seconds=minutes * 60,
         next_run_time=datetime.now(UTC),
         id="cycle",
@@ -90,6 +100,7 @@ def run_daemon(
         stop.wait()
         scheduler.shutdown(wait=True)  # the cycle in hand stops at its next item
     finally:
+        workers.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
         with app._store().unit() as repo:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -1181,6 +1181,7 @@ def run_cycle(
     stop: threading.Event | None = None,
     renew: Callable[[], None] | None = None,
     processes: int | None = None,
+    workers: Workers | None = None,
 ) -> RunReport:
     """Poll the due feeds, analyse what is new, queue and send alerts.
 
@@ -1190,7 +1191,8 @@ def run_cycle(
     Feed documents and pages are fetched by threads (within the fetcher's
     per-domain budget); extraction, figures and fingerprints run in ``processes``
     worker processes (default: one per core; 1: in-process). Every write stays in
-    this thread, in the serial cycle's order.
+    this thread, in the serial cycle's order. ``workers``: threads and pool kept by the
+    caller across cycles (the daemon); by default the cycle starts and ends its own.
     """
     report = RunReport()
     rng = rng or random.Random()
@@ -1198,7 +1200,7 @@ def run_cycle(
         run_id = repo.start_run(clock())
         due = repo.feeds(due_at=clock())
     tracker = Tracker(progress, "polling feeds", len(due))
-    with Workers(processes) as workers:
+    with nullcontext(workers) if workers is not None else Workers(processes) as workers:
         ahead = [workers.feeds.submit(fetch_feed, fetcher, feed) for feed in due]
         try:
             for feed, fetched in zip(due, ahead, strict=True):

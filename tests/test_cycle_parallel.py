@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from pipeline.app import App
 from pipeline.demo_server import serve_demo
 from pipeline.models import FeedConfig
-from pipeline.run import Batch, RunReport, analyse_pending
+from pipeline.run import POOL_MIN_ITEMS, Batch, RunReport, analyse_pending
 from pipeline.settings import load_settings
 from storage.repository import Store
 from storage.tables import FeedRow
@@ -282,3 +282,53 @@ def test_a_worker_killed_mid_cycle_loses_no_article(tmp_path: Path) -> None:
         assert report.articles_failed == 0, report.errors
         reference, _ = _cycle(tmp_path, site, processes=1)
     assert _outcome(app) == _outcome(reference)
+
+
+def _serve_news(server: Any, feed: str, articles: range) -> FeedConfig:
+    """One feed on ``server`` listing an article page for each number in ``articles``."""
+    from tests.httpserver import Reply
+
+    html = "text/html; charset=utf-8"
+    items = []
+    for n in articles:
+        company = f"Vantor{n} Robotics"
+        body = (
+            f"<p>{company}, a start-up that builds warehouse robots with artificial "
+            f"intelligence, has raised ${100 + n} million in a Series B round, the company "
+            f"said on Monday. {company} employs {50 + n} people and plans to double its "
+            f"team of machine learning engineers within a year.</p>"
+        )
+        page = f"<html lang='en'><body><article><h1>{company} raises</h1>{body}</article></body></html>"
+        server.route(f"/a/{n}", Reply(200, {"Content-Type": html}, page.encode()))
+        items.append(
+            f"<item><title>{company} raises</title><link>{server.url(f'/a/{n}')}</link></item>"
+        )
+    rss = f"<rss version='2.0'><channel><title>t</title>{''.join(items)}</channel></rss>"
+    server.route(feed, Reply(200, {"Content-Type": "application/rss+xml"}, rss.encode()))
+    return FeedConfig(url=server.url(feed), outlet="news.example", lang="en", on_topic=True)
+
+
+def test_workers_kept_by_the_caller_serve_several_cycles(tmp_path: Path) -> None:
+    """The daemon keeps one pool for its life: cycles given its workers use the same
+    worker processes instead of starting new ones, and leave them running."""
+    from tests.httpserver import LoopbackServer, Reply
+
+    with LoopbackServer() as server:
+        server.route("/robots.txt", Reply(200, {"Content-Type": "text/plain"}, b""))
+        app = App(
+            db_url=f"sqlite:///{tmp_path / 'kept.db'}",
+            settings=_settings(2),
+            channels=[],
+            sync_feeds=False,
+        )
+        now = datetime.now(UTC)
+        with app.workers() as workers:
+            pids = []
+            for feed, articles in (("/one.xml", range(10)), ("/two.xml", range(10, 20))):
+                with app._store().unit() as repo:
+                    repo.add_feed(_serve_news(server, feed, articles), now)
+                report = app.run_once(workers=workers)
+                assert report.articles_new == len(articles) >= POOL_MIN_ITEMS, report.summary()
+                pids.append(sorted(_pool_children()))
+        assert pids[0] and pids[0] == pids[1]
+        assert _pool_children() == []  # closed with the workers
