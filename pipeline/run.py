@@ -1196,6 +1196,7 @@ def run_cycle(
     """
     report = RunReport()
     rng = rng or random.Random()
+    fetcher.resume()  # a fetcher an earlier, stopped cycle of this process left stopped
     with store.unit() as repo:
         run_id = repo.start_run(clock())
         due = repo.feeds(due_at=clock())
@@ -1232,7 +1233,10 @@ def run_cycle(
         if analysis.refetch_ladder:
             refetch_articles(store, fetcher, analysis, clock, report, stop)
         finish_analysis(store, analysis, channels, clock, report, progress, stop, renew, workers)
-    fetcher.resume()  # the threads are done: a later cycle of this process may fetch again
+    if stop is None or not stop.is_set():
+        # A stopped cycle leaves the fetcher stopped: fetch threads of the caller's workers
+        # (the daemon's) may still be queued for a politeness slot and must give up too.
+        fetcher.resume()
     with store.unit() as repo:
         repo.finish_run(run_id, clock(), report.as_dict())
     log.info("stage=cycle %s", report.summary())
