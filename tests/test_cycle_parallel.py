@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import resource
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,17 +41,20 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _cycle(tmp: Path, site: Any, processes: int) -> tuple[App, float]:
+def _app(db: Path, processes: int, feeds: Sequence[FeedConfig] = ()) -> App:
+    """An App on a new SQLite database at ``db``, subscribed to ``feeds``."""
     app = App(
-        db_url=f"sqlite:///{tmp / f'p{processes}.db'}",
-        settings=_settings(processes),
-        channels=[],
-        sync_feeds=False,
+        db_url=f"sqlite:///{db}", settings=_settings(processes), channels=[], sync_feeds=False
     )
     now = datetime.now(UTC)
     with app._store().unit() as repo:
-        for feed in site.feeds():
+        for feed in feeds:
             repo.add_feed(feed, now)
+    return app
+
+
+def _cycle(tmp: Path, site: Any, processes: int) -> tuple[App, float]:
+    app = _app(tmp / f"p{processes}.db", processes, site.feeds())
     before = _children_cpu()
     report = app.run_once()
     assert report.articles_failed == 0, report.errors
@@ -250,16 +254,7 @@ def test_a_worker_killed_mid_cycle_loses_no_article(tmp_path: Path) -> None:
     import time as _time
 
     with serve_demo() as site:
-        app = App(
-            db_url=f"sqlite:///{tmp_path / 'killed.db'}",
-            settings=_settings(2),
-            channels=[],
-            sync_feeds=False,
-        )
-        now = datetime.now(UTC)
-        with app._store().unit() as repo:
-            for feed in site.feeds():
-                repo.add_feed(feed, now)
+        app = _app(tmp_path / "killed.db", 2, site.feeds())
         result: dict[str, Any] = {}
 
         def run() -> None:
@@ -315,12 +310,7 @@ def test_workers_kept_by_the_caller_serve_several_cycles(tmp_path: Path) -> None
 
     with LoopbackServer() as server:
         server.route("/robots.txt", Reply(200, {"Content-Type": "text/plain"}, b""))
-        app = App(
-            db_url=f"sqlite:///{tmp_path / 'kept.db'}",
-            settings=_settings(2),
-            channels=[],
-            sync_feeds=False,
-        )
+        app = _app(tmp_path / "kept.db", 2)
         now = datetime.now(UTC)
         with app.workers() as workers:
             pids = []
