@@ -322,3 +322,24 @@ def test_workers_kept_by_the_caller_serve_several_cycles(tmp_path: Path) -> None
                 pids.append(sorted(_pool_children()))
         assert pids[0] and pids[0] == pids[1]
         assert _pool_children() == []  # closed with the workers
+
+
+def test_a_stopped_cycle_leaves_its_fetcher_stopped_until_the_next_cycle(tmp_path: Path) -> None:
+    """With workers the caller keeps (the daemon), fetch threads of a stopped cycle may
+    still be queued for a politeness slot: the fetcher stays stopped, so they give up
+    instead of fetching for a process that is exiting; the next cycle resumes it."""
+    import threading
+
+    with serve_demo() as site:
+        feeds = site.feeds()
+        app = _app(tmp_path / "stopped.db", 2, feeds)
+        stop = threading.Event()
+        stop.set()  # SIGTERM before the first item
+        with app.workers() as workers:
+            stopped = app.run_once(stop=stop, workers=workers)
+            assert stopped.articles_new == 0
+            assert app.fetcher is not None
+            with pytest.raises(InterruptedError):
+                app.fetcher.fetch(feeds[0].url, kind="feed")
+            report = app.run_once(workers=workers)
+    assert report.articles_new > 0, report.summary()
