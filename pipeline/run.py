@@ -261,15 +261,18 @@ class Workers:
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in the pool. Raises ``BrokenProcessPool`` when the pool broke
         under this item twice: once may be another item's doing, twice is its own."""
-        for attempt in (1, 2):
-            pool = self._current()
-            try:
-                return pool.submit(fn, *args).result()
-            except BrokenProcessPool:
-                self.replace(pool)
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        try:
+            return self._once(fn, *args)
+        except BrokenProcessPool:
+            return self._once(fn, *args)
+
+    def _once(self, fn: Callable[..., T], *args: Any) -> T:
+        pool = self._current()
+        try:
+            return pool.submit(fn, *args).result()
+        except BrokenProcessPool:
+            self.replace(pool)
+            raise
 
     def close(self) -> None:
         self.feeds.shutdown(wait=True, cancel_futures=True)
@@ -1196,7 +1199,10 @@ def run_cycle(
     """
     report = RunReport()
     rng = rng or random.Random()
-    fetcher.resume()  # a fetcher an earlier, stopped cycle of this process left stopped
+    # A stopped cycle leaves its fetcher stopped (fetch threads of the caller's workers, the
+    # daemon's, may still be queued for a politeness slot and must give up too): resumed
+    # here, by the next cycle of this process.
+    fetcher.resume()
     with store.unit() as repo:
         run_id = repo.start_run(clock())
         due = repo.feeds(due_at=clock())
@@ -1233,10 +1239,6 @@ def run_cycle(
         if analysis.refetch_ladder:
             refetch_articles(store, fetcher, analysis, clock, report, stop)
         finish_analysis(store, analysis, channels, clock, report, progress, stop, renew, workers)
-    if stop is None or not stop.is_set():
-        # A stopped cycle leaves the fetcher stopped: fetch threads of the caller's workers
-        # (the daemon's) may still be queued for a politeness slot and must give up too.
-        fetcher.resume()
     with store.unit() as repo:
         repo.finish_run(run_id, clock(), report.as_dict())
     log.info("stage=cycle %s", report.summary())

@@ -293,10 +293,11 @@ class Repo:
             row.ttl_minutes = ttl_minutes
         if forget_validators:
             row.etag = row.last_modified = None
-        if etag is not None and not forget_validators:
-            row.etag = etag
-        if last_modified is not None and not forget_validators:
-            row.last_modified = last_modified
+        else:
+            if etag is not None:
+                row.etag = etag
+            if last_modified is not None:
+                row.last_modified = last_modified
         row.status = status
         row.last_success_at = now
         row.next_due_at = next_due

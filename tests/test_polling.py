@@ -431,17 +431,17 @@ def test_stop_waiting_releases_callers_waiting_for_a_slot_or_a_gap():
             release.wait(5)
         outcomes.append("done")
 
-    def queue() -> None:
+    def attempt(domain: str, out: list[str]) -> None:
         try:
-            with p.slot("a.example"):
-                outcomes.append("ran")
+            with p.slot(domain):
+                out.append("ran")
         except InterruptedError:
-            outcomes.append("gave up")
+            out.append("gave up")
 
     first = threading.Thread(target=hold)
     first.start()
     assert holding.wait(5)
-    waiters = [threading.Thread(target=queue) for _ in range(3)]
+    waiters = [threading.Thread(target=attempt, args=("a.example", outcomes)) for _ in range(3)]
     for t in waiters:
         t.start()
     time.sleep(0.2)
@@ -460,15 +460,7 @@ def test_stop_waiting_releases_callers_waiting_for_a_slot_or_a_gap():
 
     # A caller sleeping out the domain's gap (30 s after the last start) gives up too.
     gap: list[str] = []
-
-    def sleeper() -> None:
-        try:
-            with p.slot("b.example"):
-                gap.append("ran")
-        except InterruptedError:
-            gap.append("gave up")
-
-    t = threading.Thread(target=sleeper)
+    t = threading.Thread(target=attempt, args=("b.example", gap))
     t.start()
     time.sleep(0.2)
     started = time.monotonic()
