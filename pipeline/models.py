@@ -175,6 +175,20 @@ class FeedState:
 
 
 @dataclass(frozen=True)
+class RefetchDue:
+    """An article due for a re-fetch on the edit ladder, with what the request needs."""
+
+    id: int
+    url: str
+    outlet: str
+    etag: str | None
+    last_modified: str | None
+    step: int  # the ladder rung it is due for
+    status: str  # "kept", or "partial" while it holds only the feed's summary
+    published: datetime  # its publication time (first seen when the feed gave none)
+
+
+@dataclass(frozen=True)
 class StoredArticle:
     """An article with its newest version, as storage hands it to the stages."""
 

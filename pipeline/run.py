@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pipeline import stories
 from pipeline.alerts import (
@@ -43,7 +43,7 @@ from pipeline.errors import (
     SoftFetchError,
     StorageError,
 )
-from pipeline.extract import decode_html, extract_article
+from pipeline.extract import extract_article
 from pipeline.feeds import content_hash, normalize_url, parse_feed
 from pipeline.fetch import Fetcher, FetchResult, status_of
 from pipeline.figures import FigureLexicon, load_lexicons
@@ -53,6 +53,7 @@ from pipeline.models import (
     FeedEntry,
     FeedState,
     IngestItem,
+    RefetchDue,
     StoredArticle,
 )
 from pipeline.notify import Channel, NotifyError
@@ -87,6 +88,7 @@ ARTICLE_THREADS = 16  # article pages in flight (fetch; decode + extract in the 
 # Fewer items than this in one go stay in-process while no pool runs yet: starting the
 # spawn workers costs about a second.
 POOL_MIN_ITEMS = 8
+REFETCH_BATCH = 200  # articles due for a re-fetch read at a time (a cycle takes them all)
 ANALYSIS_BATCH = 32  # versions a pool task prepares (figures, fingerprint, keys)
 # Writes of consecutive items share a transaction (each item in its own savepoint) up to
 # this many items; a transaction is never held open while waiting for the network.
@@ -117,6 +119,7 @@ class RunReport:
     articles_failed: int = 0
     articles_edited: int = 0
     articles_completed: int = 0  # partial articles whose page came on a re-fetch
+    articles_refetched: int = 0  # pages asked for again on the edit ladder (304s too)
     versions_processed: int = 0
     stories_touched: int = 0
     alerts_new: int = 0
@@ -133,7 +136,7 @@ class RunReport:
             f"failed={self.feeds_failed} articles_new={self.articles_new} "
             f"skipped={self.articles_skipped} partial={self.articles_partial} "
             f"article_errors={self.articles_failed} edited={self.articles_edited} "
-            f"completed={self.articles_completed} "
+            f"refetched={self.articles_refetched} completed={self.articles_completed} "
             f"analysed={self.versions_processed} "
             f"stories={self.stories_touched} alerts_new={self.alerts_new} "
             f"sent={self.deliveries_sent} delivery_errors={self.deliveries_failed}"
@@ -522,7 +525,17 @@ class Page:
 
 def fetch_page(fetcher: Fetcher, url: str, pool: Workers | None) -> Page:
     """GET one article page and process it (in ``pool``'s processes when given, else here)."""
-    result = fetcher.fetch(url, kind="article")
+    return _process(fetcher.fetch(url, kind="article"), pool)
+
+
+def refetch_page(fetcher: Fetcher, due: RefetchDue, pool: Workers | None) -> Page | FetchResult:
+    """GET an article page again, conditionally: the page processed like ``fetch_page``'s,
+    or the bare answer when it was not modified (304)."""
+    result = fetcher.fetch(due.url, etag=due.etag, last_modified=due.last_modified, kind="article")
+    return result if result.not_modified else _process(result, pool)
+
+
+def _process(result: FetchResult, pool: Workers | None) -> Page:
     headers = dict(result.headers)
     if pool is None:
         return Page(result, *process_page(result.content, headers, result.url))
@@ -539,17 +552,17 @@ def fetch_page(fetcher: Fetcher, url: str, pool: Workers | None) -> Page:
     return Page(result, *outcome)
 
 
-class _Later:
-    """A page fetched only when asked for: the serial path's stand-in for a future."""
+class _Later(Generic[T]):
+    """Work done only when asked for: the serial path's stand-in for a future."""
 
-    def __init__(self, fetcher: Fetcher, url: str) -> None:
-        self.fetcher, self.url = fetcher, url
+    def __init__(self, fn: Callable[..., T], *args: Any) -> None:
+        self.fn, self.args = fn, args
 
     def done(self) -> bool:
         return False
 
-    def result(self) -> Page:
-        return fetch_page(self.fetcher, self.url, None)
+    def result(self) -> T:
+        return self.fn(*self.args)
 
     def cancel(self) -> bool:
         return True
@@ -585,9 +598,9 @@ def take_entries(
     with Batch(store) as batch:
         todo = _screen_entries(batch, feed, entries, extra_terms, analysis, clock, report)
         batch.commit()
-        pending: list[Future[Page] | _Later]
+        pending: list[Future[Page] | _Later[Page]]
         if workers is None:
-            pending = [_Later(fetcher, entry.url) for entry, _, _ in todo]
+            pending = [_Later(fetch_page, fetcher, entry.url, None) for entry, _, _ in todo]
         else:
             pool = workers if workers.cpu(len(todo)) is not None else None
             pending = [
@@ -774,57 +787,102 @@ def refetch_articles(
     clock: Clock,
     report: RunReport,
     stop: threading.Event | None = None,
+    workers: Workers | None = None,
+    renew: Callable[[], None] | None = None,
 ) -> None:
     """Re-fetch recent articles on the age ladder; a changed text becomes a new version.
 
     Conditional requests; a 304 or an unchanged text (the content hash ignores
-    timestamps and counters) only moves the article to its next rung.
+    timestamps and counters) only moves the article to its next rung. Every article
+    due is taken, ``REFETCH_BATCH`` at a time. Like a feed's new entries, pages are
+    fetched by ``workers``' threads and extracted in their pool (without workers: one
+    after another, here); the writes stay in this thread, batched.
     """
     now = clock()
-    with store.unit() as repo:
-        due = repo.refetch_due(now)
-    for article_id, url, outlet, etag, last_modified, step, status in due:
-        if stop is not None and stop.is_set():
-            break
+    seen: set[int] = set()  # each article once a cycle, whatever happens to its rung
+    while stop is None or not stop.is_set():
         with store.unit() as repo:
-            published = repo.published_of(article_id) or now
-        nxt, at = next_rung(analysis.refetch_ladder, published, clock(), step + 1)
+            due = [d for d in repo.refetch_due(now, limit=REFETCH_BATCH) if d.id not in seen]
+        if not due:
+            return
+        seen.update(d.id for d in due)
+        _refetch(store, fetcher, due, analysis, clock, report, stop, workers, renew)
+
+
+def _refetch(
+    store: Store,
+    fetcher: Fetcher,
+    due: Sequence[RefetchDue],
+    analysis: Analysis,
+    clock: Clock,
+    report: RunReport,
+    stop: threading.Event | None,
+    workers: Workers | None,
+    renew: Callable[[], None] | None,
+) -> None:
+    pending: list[Future[Page | FetchResult] | _Later[Page | FetchResult]]
+    if workers is None:
+        pending = [_Later(refetch_page, fetcher, d, None) for d in due]
+    else:
+        pool = workers if workers.cpu(len(due)) is not None else None
+        pending = [workers.articles.submit(refetch_page, fetcher, d, pool) for d in due]
+    with Batch(store, after_commit=renew) as batch:
         try:
-            page = fetcher.fetch(url, etag=etag, last_modified=last_modified, kind="article")
-            if page.not_modified:
-                extracted = None
-            else:
-                html, decoded_by = decode_html(page.content, page.headers)
-                extracted = extract_article(html, page.url)
-        except (FetchError, ParseError) as e:
-            with store.unit() as repo:
-                repo.schedule_refetch(article_id, step=nxt, at=at)
-            log.info("stage=refetch outlet=%s url=%s error=%s", outlet, url, e)
-            continue
-        with store.unit() as repo:
-            if extracted is not None:
-                digest = content_hash(extracted.text)
-                if digest != repo.newest_hash(article_id):
-                    version = repo.add_version(
-                        article_id,
-                        title=extracted.title,
-                        text=extracted.text,
-                        method=extracted.method,
-                        fetched_at=clock(),
-                        content_hash=digest,
-                        html=html,
-                        decoded_by=decoded_by,
+            for d, future in zip(due, pending, strict=True):
+                if stop is not None and stop.is_set():
+                    break
+                if not future.done():
+                    batch.commit()  # no transaction stays open while the network works
+                nxt, at = next_rung(analysis.refetch_ladder, d.published, clock(), d.step + 1)
+                report.articles_refetched += 1
+                try:
+                    page = future.result()
+                except (FetchError, ParseError) as e:
+                    with batch.item() as repo:
+                        repo.schedule_refetch(d.id, step=nxt, at=at)
+                    log.info("stage=refetch outlet=%s url=%s error=%s", d.outlet, d.url, e)
+                    continue
+                answer = page.result if isinstance(page, Page) else page
+                with batch.item() as repo:
+                    if isinstance(page, Page):
+                        _store_refetched(repo, d, page, clock(), report)
+                    repo.schedule_refetch(
+                        d.id, step=nxt, at=at, etag=answer.etag, last_modified=answer.last_modified
                     )
-                    if version is not None and status == "partial":
-                        repo.complete(article_id)  # the page's text, for the feed's summary
-                        report.articles_completed += 1
-                        log.info("stage=refetch outlet=%s url=%s status=completed", outlet, url)
-                    elif version is not None:
-                        report.articles_edited += 1
-                        log.info("stage=refetch outlet=%s url=%s status=edited", outlet, url)
-            repo.schedule_refetch(
-                article_id, step=nxt, at=at, etag=page.etag, last_modified=page.last_modified
-            )
+        finally:
+            for future in pending:
+                future.cancel()  # a stop or an unexpected error: drop what has not started
+            if stop is not None and stop.is_set():
+                fetcher.stop_waiting()  # fetch threads queued for a politeness slot give up
+
+
+def _store_refetched(
+    repo: Repo, due: RefetchDue, page: Page, now: datetime, report: RunReport
+) -> None:
+    """A re-fetched page whose text changed becomes the article's newest version."""
+    if page.digest == repo.newest_hash(due.id):
+        return
+    extracted = page.extracted
+    version = repo.add_version(
+        due.id,
+        title=extracted.title,
+        text=extracted.text,
+        method=extracted.method,
+        fetched_at=now,
+        content_hash=page.digest,
+        html_gz=page.html_gz,
+        decoded_by=page.decoded_by,
+    )
+    if version is None:
+        return  # the text of an older version again
+    if due.status == "partial":
+        repo.complete(due.id)  # the page's text, for the feed's summary
+        report.articles_completed += 1
+        status = "completed"
+    else:
+        report.articles_edited += 1
+        status = "edited"
+    log.info("stage=refetch outlet=%s url=%s status=%s", due.outlet, due.url, status)
 
 
 # --- ingesting already-fetched articles ---------------------------------------------------------
@@ -1237,7 +1295,7 @@ def run_cycle(
                 # stop is not held up by requests nobody will read.
                 fetcher.stop_waiting()
         if analysis.refetch_ladder:
-            refetch_articles(store, fetcher, analysis, clock, report, stop)
+            refetch_articles(store, fetcher, analysis, clock, report, stop, workers, renew)
         finish_analysis(store, analysis, channels, clock, report, progress, stop, renew, workers)
     with store.unit() as repo:
         repo.finish_run(run_id, clock(), report.as_dict())

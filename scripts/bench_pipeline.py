@@ -41,6 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (
     ROBOTS,
+    ChildrenPeakRss,
     Resource,
     Site,
     base_url,
@@ -117,8 +118,15 @@ def build_routes(
     return routes
 
 
-def run_cycle_in_child(db: str, feeds: list[tuple[str, str]], per_feed: int) -> dict[str, Any]:
-    """One full cycle in this (fresh) process; returns timings and peak RSS."""
+def run_cycle_in_child(
+    db: str, feeds: list[tuple[str, str]], per_feed: int, refetch: bool = False
+) -> dict[str, Any]:
+    """One full cycle in this (fresh) process; returns timings and peak RSS. ``refetch``:
+    then a second cycle with every stored article due for a re-fetch, without the
+    validators of its first fetch (the worst case: every page comes back and is
+    extracted again), timed apart as ``refetch_*``."""
+    from sqlalchemy import update
+
     from pipeline.app import App
     from pipeline.models import FeedConfig
     from pipeline.settings import load_settings
@@ -144,12 +152,45 @@ def run_cycle_in_child(db: str, feeds: list[tuple[str, str]], per_feed: int) -> 
         cpu_seconds(resource.RUSAGE_CHILDREN),
     )
     started = time.perf_counter()
-    report = app.run_once()
+    with ChildrenPeakRss() as workers_rss:
+        report = app.run_once()
     elapsed = time.perf_counter() - started
     cpu_self = cpu_seconds(resource.RUSAGE_SELF) - cpu_self
     cpu_children = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_children
     counts = app.status()
+    again: dict[str, Any] = {}
+    if refetch:
+        from sqlalchemy import func, or_, select
+
+        from storage.tables import ArticleRow
+
+        mark = datetime.now(UTC)
+        with app._store().unit() as repo:
+            repo.s.execute(
+                update(ArticleRow)
+                .where(ArticleRow.status == "kept")
+                .values(next_refetch_at=mark, etag=None, last_modified=None)
+            )
+        cpu_self2, cpu_children2 = (
+            cpu_seconds(resource.RUSAGE_SELF),
+            cpu_seconds(resource.RUSAGE_CHILDREN),
+        )
+        started = time.perf_counter()
+        with workers_rss:
+            second = app.run_once()
+        refetch_elapsed = time.perf_counter() - started
+        with app._store().unit() as repo:
+            moved = or_(ArticleRow.next_refetch_at.is_(None), ArticleRow.next_refetch_at > mark)
+            done = repo.s.scalar(select(func.count()).where(ArticleRow.status == "kept", moved))
+        again = {
+            "refetched": int(done or 0),
+            "refetch_elapsed": refetch_elapsed,
+            "refetch_cpu_main": cpu_seconds(resource.RUSAGE_SELF) - cpu_self2,
+            "refetch_cpu_workers": cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_children2,
+            "refetch_summary": second.summary(),
+        }
     return {
+        **again,
         "elapsed": elapsed,
         "cpu_main": cpu_self,
         "cpu_workers": cpu_children,
@@ -158,7 +199,7 @@ def run_cycle_in_child(db: str, feeds: list[tuple[str, str]], per_feed: int) -> 
         "failed": report.articles_failed + report.articles_partial,
         "stories": counts.get("stories"),
         "rss_main": peak_rss_mb(resource.RUSAGE_SELF),
-        "rss_children": peak_rss_mb(resource.RUSAGE_CHILDREN),
+        "rss_children": workers_rss.mb,
         "errors": report.errors[:5],
     }
 
@@ -209,6 +250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=cores(), help="baseline pool size")
     ap.add_argument("--no-baseline", action="store_true", help="time the cycle only")
     ap.add_argument("--db", type=Path, help="keep the database here (default: a temp dir)")
+    ap.add_argument(
+        "--refetch",
+        action="store_true",
+        help="then time a second cycle that re-fetches every article (no validators)",
+    )
     args = ap.parse_args(argv)
 
     pages = load_corpus(args.corpus)
@@ -222,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         db = str(args.db or Path(tmp) / "bench.db")
         ctx = mp.get_context("spawn")
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as one:
-            cycle = one.submit(run_cycle_in_child, db, feeds, args.per_feed).result()
+            cycle = one.submit(run_cycle_in_child, db, feeds, args.per_feed, args.refetch).result()
         served = site.stats()
 
     rate_pipeline = args.articles / cycle["elapsed"]
@@ -238,6 +284,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             cpu_cycle / args.articles * 1000,
         ]
     ]
+    if args.refetch:
+        cpu_again = cycle["refetch_cpu_main"] + cycle["refetch_cpu_workers"]
+        rows.append(
+            [
+                "re-fetch cycle (every article due)",
+                cycle["refetched"],
+                cycle["refetch_elapsed"],
+                cycle["refetched"] / cycle["refetch_elapsed"],
+                "",
+                cpu_again,
+                cpu_again / max(1, cycle["refetched"]) * 1000,
+            ]
+        )
     if not args.no_baseline:
         from pipeline.extract import decode_html
 
@@ -263,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"cores: {cores()}  articles: {args.articles}  feeds: {len(feeds)}  ", end="")
     print(f"outlets: {layout.outlets()}  domains: {args.domains}")
     print(f"cycle: {cycle['summary']}  stories={cycle['stories']}")
+    if args.refetch:
+        print(f"re-fetch cycle: {cycle['refetch_summary']}")
     print(
         f"served: {served['requests']:,} requests, {served['bytes_out'] / 1e6:,.1f} MB "
         f"(gzip), {served['missing']} not found"
@@ -285,6 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ratio = rate_pipeline / rate_bare
         verdict = "meets" if ratio >= GOAL_RATIO else "misses"
         print(f"ratio pipeline/bare trafilatura = {ratio:.2f} ({verdict} the goal >= {GOAL_RATIO})")
+        if args.refetch:
+            again = cycle["refetched"] / cycle["refetch_elapsed"] / rate_bare
+            print(f"ratio re-fetch cycle/bare trafilatura = {again:.2f}")
         print(
             f"CPU ratio bare/pipeline = {cpu_bare / cpu_cycle:.2f} (what the wall ratio would be "
         )

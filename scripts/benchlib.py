@@ -241,6 +241,54 @@ def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
+class ChildrenPeakRss:
+    """The largest peak RSS (``VmHWM``) among this process's child processes, sampled
+    from /proc every ``every_s`` while inside ``with`` (which may be entered again).
+
+    ``RUSAGE_CHILDREN``'s ``ru_maxrss`` is no measure of a spawned pool worker: it counts
+    the forked copy of the parent before ``exec``, so a worker started by a big
+    parent reports the parent's size.
+    """
+
+    def __init__(self, every_s: float = 1.0) -> None:
+        self.every_s, self.peak_kb = every_s, 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def mb(self) -> float:
+        return self.peak_kb / 1024
+
+    def sample(self) -> None:
+        me = str(os.getpid())
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                # The parent pid is the second field after the parenthesised name.
+                if stat.read_text().rpartition(")")[2].split()[1] != me:
+                    continue
+                status = (stat.parent / "status").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.sample()
+
+    def __enter__(self) -> ChildrenPeakRss:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile, q in [0, 100]."""
     ordered = sorted(values)

@@ -44,6 +44,7 @@ from pipeline.models import (
     Observation,
     Outlet,
     Qualifier,
+    RefetchDue,
     StoredArticle,
 )
 from storage.db import create_db_engine, upgrade
@@ -384,13 +385,6 @@ class Repo:
                 found_guids.add(guid)
         return found_urls & set(urls), found_guids & set(guids)
 
-    def published_of(self, article_id: int) -> datetime | None:
-        return self.s.scalar(
-            select(func.coalesce(ArticleRow.published, ArticleRow.first_seen)).where(
-                ArticleRow.id == article_id
-            )
-        )
-
     def newest_hash(self, article_id: int) -> str | None:
         return self.s.scalar(
             select(ArticleVersionRow.content_hash)
@@ -399,22 +393,25 @@ class Repo:
             .limit(1)
         )
 
-    def refetch_due(
-        self, now: datetime, limit: int = 200
-    ) -> list[tuple[int, str, str, str | None, str | None, int, str]]:
-        """(id, url, outlet, etag, last_modified, step, status) of articles due for a
-        re-fetch."""
+    def refetch_due(self, now: datetime, limit: int = 200) -> list[RefetchDue]:
+        """Articles due for a re-fetch at ``now``, the longest-waiting first."""
         q = (
-            select(ArticleRow, OutletRow.name)
+            select(
+                ArticleRow.id,
+                ArticleRow.url,
+                OutletRow.name,
+                ArticleRow.etag,
+                ArticleRow.last_modified,
+                ArticleRow.refetch_step,
+                ArticleRow.status,
+                func.coalesce(ArticleRow.published, ArticleRow.first_seen),
+            )
             .join(OutletRow, OutletRow.id == ArticleRow.outlet_id)
             .where(ArticleRow.next_refetch_at.is_not(None), ArticleRow.next_refetch_at <= now)
-            .order_by(ArticleRow.next_refetch_at)
+            .order_by(ArticleRow.next_refetch_at, ArticleRow.id)
             .limit(limit)
         )
-        return [
-            (a.id, a.url, name, a.etag, a.last_modified, a.refetch_step, a.status)
-            for a, name in self.s.execute(q)
-        ]
+        return [RefetchDue(*row) for row in self.s.execute(q)]
 
     def schedule_refetch(
         self,

@@ -279,17 +279,19 @@ def test_a_worker_killed_mid_cycle_loses_no_article(tmp_path: Path) -> None:
     assert _outcome(app) == _outcome(reference)
 
 
-def _serve_news(server: Any, feed: str, articles: range) -> FeedConfig:
-    """One feed on ``server`` listing an article page for each number in ``articles``."""
+def _serve_news(server: Any, feed: str, articles: range, edited: Sequence[int] = ()) -> FeedConfig:
+    """One feed on ``server`` listing an article page for each number in ``articles``;
+    the pages of ``edited`` report another amount."""
     from tests.httpserver import Reply
 
     html = "text/html; charset=utf-8"
     items = []
     for n in articles:
         company = f"Vantor{n} Robotics"
+        amount = 100 + n + (500 if n in edited else 0)
         body = (
             f"<p>{company}, a start-up that builds warehouse robots with artificial "
-            f"intelligence, has raised ${100 + n} million in a Series B round, the company "
+            f"intelligence, has raised ${amount} million in a Series B round, the company "
             f"said on Monday. {company} employs {50 + n} people and plans to double its "
             f"team of machine learning engineers within a year.</p>"
         )
@@ -343,3 +345,56 @@ def test_a_stopped_cycle_leaves_its_fetcher_stopped_until_the_next_cycle(tmp_pat
                 app.fetcher.fetch(feeds[0].url, kind="feed")
             report = app.run_once(workers=workers)
     assert report.articles_new > 0, report.summary()
+
+
+def test_a_refetch_takes_every_due_article_and_the_pool_stores_what_serial_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More articles due for a re-fetch than one read takes: one cycle re-fetches them
+    all, their pages extracted in the pool, and the edited ones become new versions
+    exactly as in a cycle without a pool."""
+    from sqlalchemy import update
+
+    from pipeline import run
+    from storage.tables import ArticleRow, ArticleVersionRow
+    from tests.httpserver import LoopbackServer, Reply
+
+    monkeypatch.setattr(run, "REFETCH_BATCH", 10)
+    articles, edited = range(24), (3, 11, 22)
+    with LoopbackServer() as server:
+        server.route("/robots.txt", Reply(200, {"Content-Type": "text/plain"}, b""))
+        outcomes = []
+        for processes in (1, 2):
+            feed = _serve_news(server, "/news.xml", articles)
+            app = _app(tmp_path / f"refetch{processes}.db", processes, [feed])
+            assert app.run_once().articles_new == len(articles)
+            _serve_news(server, "/news.xml", articles, edited)
+            with app._store().unit() as repo:
+                repo.s.execute(update(ArticleRow).values(next_refetch_at=datetime.now(UTC)))
+            before = _children_cpu()
+            report = app.run_once()
+            children = _children_cpu() - before
+            assert report.articles_refetched == len(articles), report.summary()
+            assert report.articles_edited == len(edited), report.summary()
+            assert (children > 0.0) == (processes > 1)  # the pool extracted the pages
+            with app._store().unit() as repo:
+                versions = sorted(
+                    repo.s.execute(
+                        select(ArticleRow.url, ArticleVersionRow.number).join(
+                            ArticleVersionRow, ArticleVersionRow.article_id == ArticleRow.id
+                        )
+                    )
+                )
+                still_due = repo.refetch_due(datetime.now(UTC))
+            assert [u for u, n in versions if n == 2] == sorted(
+                server.url(f"/a/{n}") for n in edited
+            )
+            assert still_due == []
+            revisions = sorted(
+                (r["article"], r["version"], r["metric"], r["value"], r["status"])
+                for r in app.drift_rows(revisions=True)
+            )
+            outcomes.append((versions, _outcome(app), revisions))
+    serial, pooled = outcomes
+    assert serial[2], "the edits are revisions in the drift table"
+    assert serial == pooled
