@@ -14,17 +14,21 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Engine,
+    Select,
+    String,
     Table,
     and_,
+    bindparam,
     case,
     delete,
     func,
-    literal,
     or_,
     select,
     update,
@@ -73,6 +77,98 @@ _FIGURES: Table = FigureRow.__table__  # type: ignore[assignment]
 _STORY_KEYS: Table = StoryKeyRow.__table__  # type: ignore[assignment]
 # The open upper end of a time window.
 MAX_TIME = datetime(9999, 12, 31, tzinfo=UTC)
+
+# Statements run once or more for every article, built once with bound parameters:
+# building a statement and its cache key costs more Python than SQLite takes to run it
+# (docs/performance.md, fourth round). The rest are built where they are used.
+_ARTICLES: Table = ArticleRow.__table__  # type: ignore[assignment]
+_VERSIONS: Table = ArticleVersionRow.__table__  # type: ignore[assignment]
+_STORIES: Table = StoryRow.__table__  # type: ignore[assignment]
+_A, _V, _S, _K = _ARTICLES.c, _VERSIONS.c, _STORIES.c, _STORY_KEYS.c
+_KEYS: BindParameter[Any] = bindparam("keys", expanding=True)
+_SINCE, _UNTIL = bindparam("since", type_=UTCDateTime()), bindparam("until", type_=UTCDateTime())
+_WINDOW_KEYS = (_K.key.in_(_KEYS), _K.published >= _SINCE, _K.published <= _UNTIL)
+
+_ARTICLE_BY_KEY = select(_A.id).where(_A.key == bindparam("key"))
+_ARTICLE_BY_KEYS = select(_A.id).where(or_(_A.key.in_(_KEYS), _A.url.in_(_KEYS))).limit(1)
+_ARTICLE_BY_CONTENT = (
+    select(_V.article_id)
+    .join(_ARTICLES, _A.id == _V.article_id)
+    .join(OutletRow.__table__, OutletRow.id == _A.outlet_id)
+    .where(OutletRow.name == bindparam("outlet"), _V.content_hash == bindparam("digest"))
+    .limit(1)
+)
+_SCHEDULE_REFETCH = (
+    update(_ARTICLES)
+    .where(_A.id == bindparam("article_id"))
+    .values(
+        refetch_step=bindparam("step"),
+        next_refetch_at=bindparam("at", type_=UTCDateTime()),
+        # A 304 may come without validators: the stored ones stay.
+        etag=func.coalesce(bindparam("etag", type_=String()), _A.etag),
+        last_modified=func.coalesce(bindparam("last_modified", type_=String()), _A.last_modified),
+    )
+)
+_MARK_PROCESSED = (
+    update(_VERSIONS)
+    .where(_V.id == bindparam("version_id"))
+    .values(processed_at=bindparam("at", type_=UTCDateTime()))
+)
+_DELETE_FIGURES = delete(_FIGURES).where(_FIGURES.c.version_id == bindparam("version_id"))
+_KEY_COUNTS = select(_K.key, func.count()).where(*_WINDOW_KEYS).group_by(_K.key)
+_WINDOW_SIZE = select(func.count(_A.id)).where(
+    _A.story_id.is_not(None),
+    func.coalesce(_A.published, _A.first_seen) >= _SINCE,
+    func.coalesce(_A.published, _A.first_seen) <= _UNTIL,
+)
+_MERGED_INTO = select(_S.merged_into).where(_S.id == bindparam("story_id"))
+_CANDIDATE_ROWS = (
+    select(_A.id, _A.story_id, _S.merged_into, _A.fingerprint)
+    .join(_STORIES, _S.id == _A.story_id)
+    .where(_A.id.in_(bindparam("ids", expanding=True)))
+)
+_ATTACH = (
+    update(_ARTICLES)
+    .where(_A.id == bindparam("article_id"))
+    .values(
+        story_id=bindparam("story_id"),
+        story_level=bindparam("level"),
+        story_score=bindparam("score"),
+        fingerprint=bindparam("fingerprint", type_=_A.fingerprint.type),
+    )
+)
+_DELETE_KEYS = delete(_STORY_KEYS).where(_K.article_id == bindparam("article_id"))
+_FIRST, _LAST = bindparam("first", type_=UTCDateTime()), bindparam("last", type_=UTCDateTime())
+_WIDEN_STORY = (
+    update(_STORIES)
+    .where(_S.id == bindparam("story_id"))
+    .values(
+        first_seen=case((_S.first_seen > _FIRST, _FIRST), else_=_S.first_seen),
+        last_seen=case((_S.last_seen < _LAST, _LAST), else_=_S.last_seen),
+    )
+)
+
+
+@lru_cache(maxsize=8)
+def _top_candidates(per_key: int, min_shared: int, max_candidates: int) -> Select[Any]:
+    """``Repo.candidates``' ranking statement for one set of thresholds."""
+    rank = (
+        func.row_number()
+        # article_id breaks ties (mirrors publish at the same second): without it the
+        # per_key newest of a key depend on the query plan, and differ by backend.
+        .over(partition_by=_K.key, order_by=(_K.published.desc(), _K.article_id.desc()))
+        .label("rank")
+    )
+    ranked = select(_K.article_id, rank).where(*_WINDOW_KEYS).subquery()
+    shared = func.count().label("shared")
+    return (
+        select(ranked.c.article_id, shared)
+        .where(ranked.c.rank <= per_key, ranked.c.article_id != bindparam("exclude"))
+        .group_by(ranked.c.article_id)
+        .having(shared >= min_shared)
+        .order_by(shared.desc(), ranked.c.article_id.desc())
+        .limit(max_candidates)
+    )
 
 
 @dataclass(frozen=True)
@@ -350,6 +446,8 @@ class Repo:
         self, *, keys: Sequence[str] = (), guid: str | None = None, outlet: str | None = None
     ) -> int | None:
         """An article already stored under one of ``keys`` (URLs) or ``guid`` of ``outlet``."""
+        if keys and not (guid and outlet):
+            return self.s.scalar(_ARTICLE_BY_KEYS, {"keys": list(keys)})
         conds: list[ColumnElement[bool]] = []
         if keys:
             conds.append(ArticleRow.key.in_(list(keys)))
@@ -422,12 +520,16 @@ class Repo:
         etag: str | None = None,
         last_modified: str | None = None,
     ) -> None:
-        row = self.s.get_one(ArticleRow, article_id)
-        row.refetch_step, row.next_refetch_at = step, at
-        if etag is not None:
-            row.etag = etag
-        if last_modified is not None:
-            row.last_modified = last_modified
+        self.s.execute(
+            _SCHEDULE_REFETCH,
+            {
+                "article_id": article_id,
+                "step": step,
+                "at": at,
+                "etag": etag,
+                "last_modified": last_modified,
+            },
+        )
 
     def complete(self, article_id: int) -> None:
         """A partial article got its page's text: it is kept like any other."""
@@ -439,14 +541,7 @@ class Repo:
         )
 
     def find_by_content(self, outlet: str, content_hash: str) -> int | None:
-        q = (
-            select(ArticleVersionRow.article_id)
-            .join(ArticleRow, ArticleRow.id == ArticleVersionRow.article_id)
-            .join(OutletRow, OutletRow.id == ArticleRow.outlet_id)
-            .where(OutletRow.name == outlet, ArticleVersionRow.content_hash == content_hash)
-            .limit(1)
-        )
-        return self.s.scalar(q)
+        return self.s.scalar(_ARTICLE_BY_CONTENT, {"outlet": outlet, "digest": content_hash})
 
     def add_article(
         self,
@@ -465,29 +560,34 @@ class Repo:
         topic: tuple[float | None, tuple[str, ...], str | None] = (None, (), None),
     ) -> tuple[int, bool]:
         """Insert an article (idempotent on ``key``); returns (id, created)."""
-        existing = self.s.scalar(select(ArticleRow.id).where(ArticleRow.key == key))
+        existing = self.s.scalar(_ARTICLE_BY_KEY, {"key": key})
         if existing is not None:
             return existing, False
         outlet_id = self.ensure_outlet(Outlet(outlet, lang))
-        row = ArticleRow(
-            key=key,
-            url=url,
-            guid=guid,
-            outlet_id=outlet_id,
-            feed_id=feed_id,
-            lang=lang,
-            published=published,
-            first_seen=now,
-            title=title,
-            summary=summary,
-            status=status,
-            topic_score=topic[0],
-            topic_terms=list(topic[1]),
-            topic_stage=topic[2],
-        )
-        self.s.add(row)
-        self.s.flush()
-        return row.id, True
+        row = {
+            "key": key,
+            "url": url,
+            "guid": guid,
+            "outlet_id": outlet_id,
+            "feed_id": feed_id,
+            "lang": lang,
+            "published": published,
+            "first_seen": now,
+            "title": title,
+            "summary": summary,
+            "status": status,
+            "topic_score": topic[0],
+            "topic_terms": list(topic[1]),
+            "topic_stage": topic[2],
+        }
+        return self._insert(_ARTICLES, row), True
+
+    def _insert(self, table: Table, row: dict[str, Any]) -> int:
+        """Insert one row through Core (cheaper than an ORM object and a flush), on the
+        session's connection: inside its transaction and savepoint."""
+        key = self.s.connection().execute(table.insert(), row).inserted_primary_key
+        assert key is not None  # a single-row insert always has one
+        return int(key[0])
 
     def add_version(
         self,
@@ -535,23 +635,22 @@ class Repo:
             ) + 1
         if html_gz is None and html is not None:
             html_gz = gzip_html(html)
-        row = ArticleVersionRow(
-            article_id=article_id,
-            number=number,
-            content_hash=digest,
-            title=title,
-            text=text,
-            html_gz=html_gz,
-            method=method,
-            decoded_by=decoded_by,
-            fetched_at=fetched_at,
+        row = {
+            "article_id": article_id,
+            "number": number,
+            "content_hash": digest,
+            "title": title,
+            "text": text,
+            "html_gz": html_gz,
+            "method": method,
+            "decoded_by": decoded_by,
+            "fetched_at": fetched_at,
+            "processed_at": None,
             # A first version tells what the article said when published; a
             # later one what it said when we fetched it.
-            observed_at=min(published, fetched_at) if number == 1 and published else fetched_at,
-        )
-        self.s.add(row)
-        self.s.flush()
-        return row.id
+            "observed_at": min(published, fetched_at) if number == 1 and published else fetched_at,
+        }
+        return self._insert(_VERSIONS, row)
 
     def pending_versions(
         self, limit: int | None = None, *, article_id: int | None = None
@@ -610,7 +709,7 @@ class Repo:
         ]
 
     def save_figures(self, version_id: int, figures: Iterable[Figure]) -> int:
-        self.s.execute(delete(FigureRow).where(FigureRow.version_id == version_id))
+        self.s.execute(_DELETE_FIGURES, {"version_id": version_id})
         seen: set[tuple[int, int, str]] = set()
         rows = []
         for f in figures:
@@ -639,12 +738,7 @@ class Repo:
         return len(rows)
 
     def mark_processed(self, version_id: int, now: datetime) -> None:
-        self.s.execute(
-            update(ArticleVersionRow)
-            .where(ArticleVersionRow.id == version_id)
-            .values(processed_at=now)
-            .execution_options(synchronize_session=False)
-        )
+        self.s.execute(_MARK_PROCESSED, {"version_id": version_id, "at": now})
 
     # --- stories ----------------------------------------------------------------------------
 
@@ -679,42 +773,14 @@ class Repo:
         usable = [k for k in wanted if df.get(k, 0) < per_key or df.get(k, 0) <= stop_df]
         if not usable:
             return []
-        rank = (
-            func.row_number()
-            # article_id breaks ties (mirrors publish at the same second): without it the
-            # per_key newest of a key depend on the query plan, and differ by backend.
-            .over(
-                partition_by=StoryKeyRow.key,
-                order_by=(StoryKeyRow.published.desc(), StoryKeyRow.article_id.desc()),
-            )
-            .label("rank")
+        top = _top_candidates(per_key, min_shared, max_candidates)
+        found = self.s.execute(
+            top, {"keys": usable, "since": since, "until": until or MAX_TIME, "exclude": exclude}
         )
-        ranked = (
-            select(StoryKeyRow.article_id, rank)
-            .where(
-                StoryKeyRow.key.in_(usable),
-                StoryKeyRow.published >= since,
-                StoryKeyRow.published <= (until or MAX_TIME),
-            )
-            .subquery()
-        )
-        shared = func.count().label("shared")
-        top = (
-            select(ranked.c.article_id, shared)
-            .where(ranked.c.rank <= per_key, ranked.c.article_id != exclude)
-            .group_by(ranked.c.article_id)
-            .having(shared >= min_shared)
-            .order_by(shared.desc(), ranked.c.article_id.desc())
-            .limit(max_candidates)
-        )
-        order = {aid: i for i, (aid, _n) in enumerate(self.s.execute(top))}
+        order = {aid: i for i, (aid, _n) in enumerate(found)}
         if not order:
             return []
-        rows = self.s.execute(
-            select(ArticleRow.id, ArticleRow.story_id, StoryRow.merged_into, ArticleRow.fingerprint)
-            .join(StoryRow, StoryRow.id == ArticleRow.story_id)
-            .where(ArticleRow.id.in_(list(order)))
-        )
+        rows = self.s.execute(_CANDIDATE_ROWS, {"ids": list(order)})
         live: dict[int, int] = {}  # merges followed once per merged story, not per article
         out = []
         for aid, sid, merged_into, fp in rows:
@@ -728,42 +794,28 @@ class Repo:
         self, keys: Sequence[str], since: datetime, until: datetime | None = None
     ) -> dict[str, int]:
         """How many window articles hold each key (document frequencies)."""
-        q = (
-            select(StoryKeyRow.key, func.count())
-            .where(
-                StoryKeyRow.key.in_(list(keys)),
-                StoryKeyRow.published >= since,
-                StoryKeyRow.published <= (until or MAX_TIME),
-            )
-            .group_by(StoryKeyRow.key)
-        )
-        return {k: int(n) for k, n in self.s.execute(q)}
+        window = {"keys": list(keys), "since": since, "until": until or MAX_TIME}
+        return {k: int(n) for k, n in self.s.execute(_KEY_COUNTS, window)}
 
     def window_size(self, since: datetime, until: datetime | None = None) -> int:
         """Articles with a story published inside the window."""
-        published = func.coalesce(ArticleRow.published, ArticleRow.first_seen)
-        q = select(func.count(ArticleRow.id)).where(
-            ArticleRow.story_id.is_not(None),
-            published >= since,
-            published <= (until or MAX_TIME),
-        )
-        return int(self.s.scalar(q) or 0)
+        window = {"since": since, "until": until or MAX_TIME}
+        return int(self.s.scalar(_WINDOW_SIZE, window) or 0)
 
     def live_story(self, story_id: int) -> int:
         """Follow merges to the story that holds ``story_id`` now."""
         seen = set()
         while True:
-            into = self.s.scalar(select(StoryRow.merged_into).where(StoryRow.id == story_id))
+            into = self.s.scalar(_MERGED_INTO, {"story_id": story_id})
             if into is None or into in seen:
                 return story_id
             seen.add(story_id)
             story_id = into
 
     def create_story(self, title: str, at: datetime) -> int:
-        row = StoryRow(title=title, first_seen=at, last_seen=at)
-        self.s.add(row)
-        self.s.flush()
-        return row.id
+        return self._insert(
+            _STORIES, {"title": title, "first_seen": at, "last_seen": at, "merged_into": None}
+        )
 
     def attach(
         self,
@@ -778,14 +830,16 @@ class Repo:
     ) -> None:
         # Statements, not ORM objects: this runs once an analysed article, with ~50 keys.
         self.s.execute(
-            update(ArticleRow)
-            .where(ArticleRow.id == article_id)
-            .values(
-                story_id=story_id, story_level=level, story_score=score, fingerprint=fingerprint
-            )
-            .execution_options(synchronize_session=False)
+            _ATTACH,
+            {
+                "article_id": article_id,
+                "story_id": story_id,
+                "level": level,
+                "score": score,
+                "fingerprint": fingerprint,
+            },
         )
-        self.s.execute(delete(StoryKeyRow).where(StoryKeyRow.article_id == article_id))
+        self.s.execute(_DELETE_KEYS, {"article_id": article_id})
         rows = [
             {"key": key, "article_id": article_id, "published": published}
             for key in sorted(set(keys))
@@ -796,18 +850,7 @@ class Repo:
 
     def _widen_story(self, story_id: int, first: datetime, last: datetime) -> None:
         """Stretch a story's first/last seen to cover [``first``, ``last``]."""
-        first_at, last_at = literal(first, UTCDateTime()), literal(last, UTCDateTime())
-        self.s.execute(
-            update(StoryRow)
-            .where(StoryRow.id == story_id)
-            .values(
-                first_seen=case(
-                    (StoryRow.first_seen > first_at, first_at), else_=StoryRow.first_seen
-                ),
-                last_seen=case((StoryRow.last_seen < last_at, last_at), else_=StoryRow.last_seen),
-            )
-            .execution_options(synchronize_session=False)
-        )
+        self.s.execute(_WIDEN_STORY, {"story_id": story_id, "first": first, "last": last})
 
     def merge_stories(
         self, from_story: int, into_story: int, article_id: int, at: datetime
