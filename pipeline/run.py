@@ -85,8 +85,9 @@ DELIVERY_MAX_ATTEMPTS = 8
 # gaps) still bounds what each site sees; these bound what runs at once in total.
 FEED_THREADS = 16  # feed documents fetched ahead of the feed being handled
 ARTICLE_THREADS = 16  # article pages in flight (fetch; decode + extract in the pool)
-# Fewer items than this in one go stay in-process while no pool runs yet: starting the
-# spawn workers costs about a second.
+# The pool starts once this many items (pages, versions) were asked for, counted over
+# the cycle (over the daemon's life when it keeps its workers): starting the spawn
+# workers costs about a second each, so a cycle with a few pages does them in-process.
 POOL_MIN_ITEMS = 8
 REFETCH_BATCH = 200  # articles due for a re-fetch read at a time (a cycle takes them all)
 ANALYSIS_BATCH = 32  # versions a pool task prepares (figures, fingerprint, keys)
@@ -223,8 +224,8 @@ T = TypeVar("T")
 class Workers:
     """A cycle's fetch threads and its process pool for the CPU-heavy pure stages.
 
-    The pool (spawn: safe next to threads) starts on first use with at least
-    ``POOL_MIN_ITEMS`` items; ``processes <= 1`` keeps everything in-process. A worker
+    The pool (spawn: safe next to threads) starts once ``POOL_MIN_ITEMS`` items were
+    asked for; ``processes <= 1`` keeps everything in-process. A worker
     that dies (killed, out of memory, a crash in a C library on a hostile page) breaks
     the whole pool: ``call`` then starts a new one and tries the item once more there.
     """
@@ -235,10 +236,17 @@ class Workers:
         self.articles = ThreadPoolExecutor(ARTICLE_THREADS, thread_name_prefix="article")
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()  # the fetch threads share the pool
+        self._asked = 0  # items asked for so far (``cpu``)
 
     def cpu(self, items: int) -> Executor | None:
-        """The process pool for ``items`` items of work, or None to work in-process."""
-        if self._pool is None and (self.processes <= 1 or items < POOL_MIN_ITEMS):
+        """The process pool for ``items`` items of work, or None to work in-process.
+
+        Counted over all calls: a cycle of many feeds with a few new pages each
+        starts its pool once the pages add up, instead of never."""
+        with self._lock:
+            self._asked += items
+            asked = self._asked
+        if self._pool is None and (self.processes <= 1 or asked < POOL_MIN_ITEMS):
             return None
         return self._current()
 

@@ -197,6 +197,20 @@ def test_a_pool_worker_imports_only_the_pure_stages() -> None:
         assert pool.submit(eval, probe).result(timeout=60) == ["pipeline.work"]
 
 
+def test_the_pool_starts_once_small_feeds_add_up() -> None:
+    """Feeds with a few new pages each (the common case between two cron runs) add up:
+    the pool starts once the cycle has asked for ``POOL_MIN_ITEMS`` items in all."""
+    from pipeline.run import POOL_MIN_ITEMS, Workers
+
+    few = POOL_MIN_ITEMS // 2 - 1
+    with Workers(processes=2) as workers:
+        assert workers.cpu(few) is None and workers.cpu(few) is None  # in-process
+        assert workers.cpu(few) is not None  # 3 * few >= POOL_MIN_ITEMS: the pool
+        assert workers.cpu(1) is not None  # and it stays
+    with Workers(processes=1) as serial:
+        assert serial.cpu(10 * POOL_MIN_ITEMS) is None  # processes=1: never a pool
+
+
 def _die_once(marker: str) -> str:
     """In a pool worker: die the first time (as the OOM killer would), answer after."""
     import os as _os
