@@ -748,17 +748,7 @@ def _store_page(
         topic=_topic_fields(decision),
     )
     if created:
-        repo.add_version(
-            aid,
-            title=extracted.title or entry.title,
-            text=extracted.text,
-            method=extracted.method,
-            fetched_at=now,
-            content_hash=page.digest,
-            html_gz=page.html_gz,
-            decoded_by=page.decoded_by,
-            first=(published,),
-        )
+        _add_page_version(repo, aid, page, extracted.title or entry.title, now, (published,))
         if _keep_status(decision) != "skipped":
             step, at = next_rung(analysis.refetch_ladder, entry.published or now, now, 0)
             repo.schedule_refetch(
@@ -864,23 +854,35 @@ def _refetch(
                 fetcher.stop_waiting()  # fetch threads queued for a politeness slot give up
 
 
+def _add_page_version(
+    repo: Repo,
+    article_id: int,
+    page: Page,
+    title: str,
+    now: datetime,
+    first: tuple[datetime | None] | None = None,
+) -> int | None:
+    """``page``'s text as a version of the article (``Repo.add_version``)."""
+    return repo.add_version(
+        article_id,
+        title=title,
+        text=page.extracted.text,
+        method=page.extracted.method,
+        fetched_at=now,
+        content_hash=page.digest,
+        html_gz=page.html_gz,
+        decoded_by=page.decoded_by,
+        first=first,
+    )
+
+
 def _store_refetched(
     repo: Repo, due: RefetchDue, page: Page, now: datetime, report: RunReport
 ) -> None:
     """A re-fetched page whose text changed becomes the article's newest version."""
     if page.digest == repo.newest_hash(due.id):
         return
-    extracted = page.extracted
-    version = repo.add_version(
-        due.id,
-        title=extracted.title,
-        text=extracted.text,
-        method=extracted.method,
-        fetched_at=now,
-        content_hash=page.digest,
-        html_gz=page.html_gz,
-        decoded_by=page.decoded_by,
-    )
+    version = _add_page_version(repo, due.id, page, page.extracted.title, now)
     if version is None:
         return  # the text of an older version again
     if due.status == "partial":
