@@ -412,3 +412,38 @@ def test_a_refetch_takes_every_due_article_and_the_pool_stores_what_serial_does(
     serial, pooled = outcomes
     assert serial[2], "the edits are revisions in the drift table"
     assert serial == pooled
+
+
+def test_a_stop_during_the_refetches_leaves_the_rest_due(tmp_path: Path) -> None:
+    """SIGTERM while pages are re-fetched: the cycle ends after the page in hand, the
+    pages fetched meanwhile by other threads are dropped, and every article not done
+    stays due for the next cycle (nothing is lost, nothing skips its rung)."""
+    import threading
+
+    from sqlalchemy import update
+
+    from storage.tables import ArticleRow
+    from tests.httpserver import LoopbackServer, RecordedRequest, Reply
+
+    articles = range(12)
+    stop = threading.Event()
+
+    def stopping(req: RecordedRequest) -> Reply:
+        stop.set()  # the signal arrives while the first re-fetch is served
+        return Reply(503, {"Content-Type": "text/plain"}, b"busy")
+
+    with LoopbackServer() as server:
+        server.route("/robots.txt", Reply(200, {"Content-Type": "text/plain"}, b""))
+        app = _app(tmp_path / "stop.db", 1, [_serve_news(server, "/news.xml", articles)])
+        assert app.run_once().articles_new == len(articles)
+        server.route("/a/0", stopping)
+        with app._store().unit() as repo:
+            repo.s.execute(update(ArticleRow).values(next_refetch_at=datetime.now(UTC)))
+        stopped = app.run_once(stop=stop)
+        with app._store().unit() as repo:
+            still_due = repo.refetch_due(datetime.now(UTC))
+        assert stopped.articles_refetched <= 1, stopped.summary()
+        assert len(still_due) == len(articles) - stopped.articles_refetched
+        server.route("/a/0", Reply(200, {"Content-Type": "text/plain"}, b"back"))
+        again = app.run_once()
+        assert again.articles_refetched == len(still_due), again.summary()
