@@ -219,6 +219,7 @@ class Tracker:
 
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 
 class Workers:
@@ -576,6 +577,21 @@ class _Later(Generic[T]):
         return True
 
 
+def _in_flight(
+    workers: Workers | None,
+    fetch: Callable[[Fetcher, A, Workers | None], T],
+    fetcher: Fetcher,
+    items: Sequence[A],
+) -> list[Future[T] | _Later[T]]:
+    """``fetch(fetcher, item, pool)`` for every item: started at once by ``workers``' fetch
+    threads (processing in their pool once the cycle's items add up), or, without workers,
+    one after another as each result is asked for."""
+    if workers is None:
+        return [_Later(fetch, fetcher, item, None) for item in items]
+    pool = workers if workers.cpu(len(items)) is not None else None
+    return [workers.articles.submit(fetch, fetcher, item, pool) for item in items]
+
+
 # A screened entry: the entry, when it was seen, its topic decision.
 Screened = tuple[FeedEntry, datetime, TopicDecision | None]
 
@@ -606,14 +622,7 @@ def take_entries(
     with Batch(store) as batch:
         todo = _screen_entries(batch, feed, entries, extra_terms, analysis, clock, report)
         batch.commit()
-        pending: list[Future[Page] | _Later[Page]]
-        if workers is None:
-            pending = [_Later(fetch_page, fetcher, entry.url, None) for entry, _, _ in todo]
-        else:
-            pool = workers if workers.cpu(len(todo)) is not None else None
-            pending = [
-                workers.articles.submit(fetch_page, fetcher, e.url, pool) for e, _, _ in todo
-            ]
+        pending = _in_flight(workers, fetch_page, fetcher, [e.url for e, _, _ in todo])
         try:
             for screened, future in zip(todo, pending, strict=True):
                 if stop is not None and stop.is_set():
@@ -818,12 +827,7 @@ def _refetch(
     workers: Workers | None,
     renew: Callable[[], None] | None,
 ) -> None:
-    pending: list[Future[Page | FetchResult] | _Later[Page | FetchResult]]
-    if workers is None:
-        pending = [_Later(refetch_page, fetcher, d, None) for d in due]
-    else:
-        pool = workers if workers.cpu(len(due)) is not None else None
-        pending = [workers.articles.submit(refetch_page, fetcher, d, pool) for d in due]
+    pending = _in_flight(workers, refetch_page, fetcher, due)
     with Batch(store, after_commit=renew) as batch:
         try:
             for d, future in zip(due, pending, strict=True):
