@@ -186,6 +186,8 @@ class RefetchDue:
     step: int  # the ladder rung it is due for
     status: str  # "kept", or "partial" while it holds only the feed's summary
     published: datetime  # its publication time (first seen when the feed gave none)
+    lang: str
+    feed_id: int | None  # the feed it came from (None: ingested, or the feed was removed)
 
 
 @dataclass(frozen=True)

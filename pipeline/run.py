@@ -846,8 +846,10 @@ def _refetch(
                     continue
                 answer = page.result if isinstance(page, Page) else page
                 with batch.item() as repo:
-                    if isinstance(page, Page):
-                        _store_refetched(repo, d, page, clock(), report)
+                    if isinstance(page, Page) and (
+                        _store_refetched(repo, d, page, clock(), analysis, report) == "skipped"
+                    ):
+                        nxt, at = len(analysis.refetch_ladder), None  # off topic: not watched
                     repo.schedule_refetch(
                         d.id, step=nxt, at=at, etag=answer.etag, last_modified=answer.last_modified
                     )
@@ -880,23 +882,52 @@ def _add_page_version(
     )
 
 
+def _judge_text(
+    repo: Repo, due: RefetchDue, page: Page, analysis: Analysis
+) -> TopicDecision | None:
+    """The topic decision on a completed article's text, as ``_store_page`` makes it on
+    a first fetch; None where no topic test applies (no topic, an on-topic feed)."""
+    if analysis.topic is None or due.feed_id is None or repo.feed_on_topic(due.feed_id):
+        return None
+    extracted = page.extracted
+    lang = extracted.lang if extracted.lang in ("de", "en") else due.lang
+    extra = repo.feed_extra_terms(due.feed_id)
+    return decide_text(analysis.topic, extracted.title, extracted.text, lang, extra)
+
+
 def _store_refetched(
-    repo: Repo, due: RefetchDue, page: Page, now: datetime, report: RunReport
-) -> None:
-    """A re-fetched page whose text changed becomes the article's newest version."""
+    repo: Repo,
+    due: RefetchDue,
+    page: Page,
+    now: datetime,
+    analysis: Analysis,
+    report: RunReport,
+) -> str | None:
+    """A re-fetched page whose text changed becomes the article's newest version.
+
+    A partial article (it held the feed's summary) is judged on the page's text as a
+    first fetch's page would be; returns its new status then ("kept" or "skipped").
+    """
     if page.digest == repo.newest_hash(due.id):
-        return
+        return None
     version = _add_page_version(repo, due.id, page, page.extracted.title, now)
     if version is None:
-        return  # the text of an older version again
-    if due.status == "partial":
-        repo.complete(due.id)  # the page's text, for the feed's summary
-        report.articles_completed += 1
-        status = "completed"
-    else:
+        return None  # the text of an older version again
+    if due.status != "partial":
         report.articles_edited += 1
-        status = "edited"
-    log.info("stage=refetch outlet=%s url=%s status=%s", due.outlet, due.url, status)
+        log.info("stage=refetch outlet=%s url=%s status=edited", due.outlet, due.url)
+        return None
+    decision = _judge_text(repo, due, page, analysis)
+    status = _keep_status(decision)
+    repo.complete(due.id, status=status, topic=_topic_fields(decision) if decision else None)
+    report.articles_completed += 1
+    log.info(
+        "stage=refetch outlet=%s url=%s status=completed topic=%s",
+        due.outlet,
+        due.url,
+        "off" if status == "skipped" else "on",
+    )
+    return status
 
 
 # --- ingesting already-fetched articles ---------------------------------------------------------

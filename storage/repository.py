@@ -366,6 +366,10 @@ class Repo:
         terms = self.s.scalar(select(FeedRow.extra_terms).where(FeedRow.id == feed_id))
         return tuple(terms or ())
 
+    def feed_on_topic(self, feed_id: int) -> bool:
+        """Whether the feed is declared on topic (its articles need no topic test)."""
+        return bool(self.s.scalar(select(FeedRow.on_topic).where(FeedRow.id == feed_id)))
+
     def feed_failures(self, feed_id: int) -> int:
         return self.s.scalar(select(FeedRow.consecutive_failures).where(FeedRow.id == feed_id)) or 0
 
@@ -497,19 +501,21 @@ class Repo:
             select(
                 ArticleRow.id,
                 ArticleRow.url,
-                OutletRow.name,
+                OutletRow.name.label("outlet"),
                 ArticleRow.etag,
                 ArticleRow.last_modified,
-                ArticleRow.refetch_step,
+                ArticleRow.refetch_step.label("step"),
                 ArticleRow.status,
-                func.coalesce(ArticleRow.published, ArticleRow.first_seen),
+                func.coalesce(ArticleRow.published, ArticleRow.first_seen).label("published"),
+                ArticleRow.lang,
+                ArticleRow.feed_id,
             )
             .join(OutletRow, OutletRow.id == ArticleRow.outlet_id)
             .where(ArticleRow.next_refetch_at.is_not(None), ArticleRow.next_refetch_at <= now)
             .order_by(ArticleRow.next_refetch_at, ArticleRow.id)
             .limit(limit)
         )
-        return [RefetchDue(*row) for row in self.s.execute(q)]
+        return [RefetchDue(**row._mapping) for row in self.s.execute(q)]
 
     def schedule_refetch(
         self,
@@ -531,12 +537,29 @@ class Repo:
             },
         )
 
-    def complete(self, article_id: int) -> None:
-        """A partial article got its page's text: it is kept like any other."""
+    def complete(
+        self,
+        article_id: int,
+        *,
+        status: str = "kept",
+        topic: tuple[float | None, tuple[str, ...], str | None] | None = None,
+    ) -> None:
+        """A partial article got its page's text: kept like any other, or ``skipped``
+        when the text fails the topic test (``topic``: that decision, recorded).
+
+        A skipped article leaves the story its summary joined and the blocking index
+        (stories hold kept articles only); its rows, summary version and figures stay.
+        """
+        values: dict[str, Any] = {"status": status}
+        if topic is not None:
+            values.update(topic_score=topic[0], topic_terms=list(topic[1]), topic_stage=topic[2])
+        if status == "skipped":
+            values["story_id"] = None
+            self.s.execute(_DELETE_KEYS, {"article_id": article_id})
         self.s.execute(
             update(ArticleRow)
             .where(ArticleRow.id == article_id, ArticleRow.status == "partial")
-            .values(status="kept")
+            .values(**values)
             .execution_options(synchronize_session=False)
         )
 

@@ -97,7 +97,9 @@ class Clock:
         return self.now
 
 
-def make_app(tmp_path: Path, site: Site, clock: Clock, db_url: str) -> App:
+def make_app(
+    tmp_path: Path, site: Site, clock: Clock, db_url: str, *, on_topic: bool = True
+) -> App:
     s = load_settings(None)
     s = dataclasses.replace(
         s,
@@ -107,7 +109,9 @@ def make_app(tmp_path: Path, site: Site, clock: Clock, db_url: str) -> App:
     app = App(db_url=db_url, settings=s, sync_feeds=False, clock=clock)
     with app._store().unit() as repo:
         repo.add_feed(
-            FeedConfig(url=site.url("/feed.xml"), outlet="ki.example", lang="de", on_topic=True),
+            FeedConfig(
+                url=site.url("/feed.xml"), outlet="ki.example", lang="de", on_topic=on_topic
+            ),
             clock(),
         )
     return app
@@ -250,6 +254,70 @@ def test_a_partial_article_gets_its_page_on_the_refetch_ladder(
     assert [r["value"] for r in app.drift_rows(metric="deal_value")] == [14.8e9]
     assert app.drift_rows(revisions=True) == []
     assert [a.kind for a in app.alerts() if a.kind == "revision"] == []
+
+
+OFF_TOPIC = (
+    "Die Stadt führt im Rathaus ein neues Buchungssystem für Termine ein. Bürgerinnen und "
+    "Bürger können ab Montag online Termine für Pässe und Ausweise vereinbaren. Die "
+    "Öffnungszeiten bleiben unverändert. Der Gemeinderat hatte die Anschaffung im Frühjahr "
+    "beschlossen; sie kostet 120.000 Euro."
+)
+
+
+@pytest.mark.parametrize(("body", "status"), [(OFF_TOPIC, "skipped"), (BODY, "kept")])
+def test_a_completed_article_of_a_general_feed_is_judged_on_its_text(
+    tmp_path: Path, site: Site, new_db: DbFactory, body: str, status: str
+) -> None:
+    """A general feed's partial article passed the topic test on its summary alone; when
+    its page comes on the ladder, the text decides, as on a first fetch. Off topic, it is
+    skipped: out of its story and the blocking index, off the ladder, its rows kept."""
+    clock = Clock(T0 + timedelta(minutes=1))
+    site.server.route("/a/1", Reply(503, {"Content-Type": "text/plain"}, b"busy"))
+    site.entries = [
+        {
+            "title": "Rathaus digital",
+            "link": site.url("/a/1"),
+            "guid": "g-1",
+            # A teaser that names AI: kept on the entry alone.
+            "summary": "Die Stadt führt ein Computerprogramm ein, das mit künstlicher "
+            "Intelligenz arbeitet; Meta und Scale AI liefern die Technik.",
+        }
+    ]
+    app = make_app(tmp_path, site, clock, new_db(), on_topic=False)
+    assert app.run_once().articles_partial == 1
+    assert [(a.status, a.topic_stage) for a in app.articles()] == [("partial", "entry")]
+    assert [s.articles for s in app.stories()] == [(site.url("/a/1"),)]
+
+    html = (
+        "<!doctype html><html lang='de'><head><title>Rathaus digital</title></head><body>"
+        f"<article><h1>Rathaus digital</h1><p>{body.format(amount='14,8', stamp='')}</p>"
+        f"<p>{body.format(amount='14,8', stamp='')}</p></article></body></html>"
+    )
+    site.server.route(
+        "/a/1", Reply(200, {"Content-Type": "text/html; charset=utf-8"}, html.encode())
+    )
+    clock.now = T0 + timedelta(minutes=16)  # the ladder's first rung
+    report = app.run_once()
+    assert report.articles_completed == 1
+    [article] = app.articles()
+    assert (article.status, article.topic_stage) == (status, "text")
+    assert app.store is not None
+    with app.store.engine.connect() as conn:
+        methods = conn.exec_driver_sql("select method from article_versions order by number")
+        assert [m for (m,) in methods] == ["feed-summary", "trafilatura"]  # nothing lost
+        keys = conn.exec_driver_sql("select count(*) from story_keys").scalar_one()
+    requested = len([r for r in site.server.requests if r.path == "/a/1"])
+    clock.now = T0 + timedelta(minutes=61)  # the next rung
+    app.run_once()
+    again = len([r for r in site.server.requests if r.path == "/a/1"]) - requested
+    if status == "skipped":
+        assert app.stories() == [] and keys == 0
+        assert again == 0  # an off-topic article is not watched for edits
+        assert app.drift_rows() == []
+    else:
+        assert [s.articles for s in app.stories()] == [(site.url("/a/1"),)] and keys > 0
+        assert again == 1
+        assert [r["value"] for r in app.drift_rows(metric="deal_value")] == [14.8e9]
 
 
 def test_a_good_citizen_over_a_simulated_day(tmp_path: Path, site: Site, new_db: DbFactory) -> None:
