@@ -89,6 +89,7 @@ ARTICLE_THREADS = 16  # article pages in flight (fetch; decode + extract in the 
 # the cycle (over the daemon's life when it keeps its workers): starting the spawn
 # workers costs about a second each, so a cycle with a few pages does them in-process.
 POOL_MIN_ITEMS = 8
+POOL_EXIT_GRACE_S = 0.5  # at close, idle workers exit within this; the rest are ended
 REFETCH_BATCH = 200  # articles due for a re-fetch read at a time (a cycle takes them all)
 ANALYSIS_BATCH = 32  # versions a pool task prepares (figures, fingerprint, keys)
 # Writes of consecutive items share a transaction (each item in its own savepoint) up to
@@ -287,16 +288,43 @@ class Workers:
             raise
 
     def close(self) -> None:
+        """End the threads (after the fetch in hand) and the pool (at once: see
+        ``_end_pool``); whatever was still queued is dropped."""
         self.feeds.shutdown(wait=True, cancel_futures=True)
         self.articles.shutdown(wait=True, cancel_futures=True)
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            _end_pool(pool)
 
     def __enter__(self) -> Workers:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _end_pool(pool: ProcessPoolExecutor) -> None:
+    """Shut ``pool`` down without waiting on its workers' work.
+
+    By the time a pool is closed nobody waits on a result any more, and a worker keeps
+    no state (pure functions), so a worker still busy, or still importing the
+    extraction stack (a second or two on a loaded machine, when a stop comes just
+    after the pool started), is terminated instead of waited for: a stopping daemon
+    exits within its bound. Idle workers get ``POOL_EXIT_GRACE_S`` to exit cleanly.
+    """
+    # ProcessPoolExecutor gains terminate_workers() in Python 3.14; until then, the
+    # workers are the executor's ``_processes``, read before shutdown clears them.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + POOL_EXIT_GRACE_S
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join()
 
 
 def _cores() -> int:

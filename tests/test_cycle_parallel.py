@@ -211,6 +211,29 @@ def test_the_pool_starts_once_small_feeds_add_up() -> None:
         assert serial.cpu(10 * POOL_MIN_ITEMS) is None  # processes=1: never a pool
 
 
+def test_closing_the_workers_waits_for_no_worker_still_busy_or_starting() -> None:
+    """A stop's close must not wait on pool work nobody reads any more (a worker still
+    importing the extraction stack, or busy with a page): the workers are ended."""
+    import time as _time
+
+    from pipeline.run import POOL_EXIT_GRACE_S, POOL_MIN_ITEMS, Workers
+
+    for busy in (False, True):
+        workers = Workers(processes=2)
+        pool = workers.cpu(POOL_MIN_ITEMS)
+        assert pool is not None
+        if busy:
+            assert pool.submit(sum, [1, 2]).result(timeout=60) == 3  # a worker is up
+            pool.submit(_time.sleep, 60)
+            _time.sleep(0.2)  # and now busy for a minute
+        else:
+            pool.submit(sum, [1, 2])  # the workers are still starting
+        started = _time.monotonic()
+        workers.close()
+        assert _time.monotonic() - started < POOL_EXIT_GRACE_S + 2.0
+        assert _pool_children() == []
+
+
 def _die_once(marker: str) -> str:
     """In a pool worker: die the first time (as the OOM killer would), answer after."""
     import os as _os
