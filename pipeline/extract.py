@@ -21,7 +21,9 @@ from urllib.parse import urljoin
 
 import charset_normalizer
 import trafilatura
+from htmldate import find_date
 from lxml import etree
+from trafilatura.metadata import examine_meta, extract_meta_json, extract_sitename, extract_title
 
 from pipeline.errors import ExtractionError
 from pipeline.models import Extracted
@@ -303,28 +305,42 @@ def missing_amounts(page_text: str, extracted_text: str) -> set[str]:
 # --- extraction -------------------------------------------------------------
 
 
-# htmldate settings: the original publication date, with a time of day where one is given
-_DATE_PARAMS = {
-    "extensive_search": True,
-    "original_date": True,
-    "outputformat": "%Y-%m-%dT%H:%M:%S%z",
-}
+# htmldate: the original publication date, with a time of day where one is given
+_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
 
-def _bare(html: str, url: str | None, *, recall: bool = False) -> Any:
-    """One trafilatura run, fast mode (its backup extractors, readability and jusText, did
-    not raise the benchmark F1: docs/fetching.md); the recall run skips the metadata."""
+def _bare(tree: Any, url: str | None, *, recall: bool = False) -> Any:
+    """One trafilatura run on (a copy of) ``tree``, fast mode: its backup extractors,
+    readability and jusText, did not raise the benchmark F1 (docs/fetching.md). Without
+    trafilatura's metadata: see ``_metadata``."""
     return trafilatura.bare_extraction(
-        html,
+        tree,
         url=url,
         fast=True,
-        with_metadata=not recall,
+        with_metadata=False,
         deduplicate=False,
         include_comments=False,
         include_tables=True,
         favor_recall=recall,
-        date_extraction_params=_DATE_PARAMS,
     )
+
+
+def _metadata(tree: Any) -> tuple[str, str | None]:
+    """Title and site name as trafilatura's ``extract_metadata`` finds them: its meta-tag
+    and JSON-LD steps, then its search of the page for a title.
+
+    The rest of ``extract_metadata`` (author, categories, tags, licence, and htmldate's
+    extensive date search) cost a third of an extraction and newsdrift used none of it;
+    the date is ``_published``'s, with htmldate only where the page's tags give none.
+    """
+    meta = examine_meta(tree)
+    try:
+        meta = extract_meta_json(tree, meta)
+    except Exception as e:  # trafilatura guards this step the same way (bugs in its JSON-LD code)
+        log.debug("JSON-LD metadata unreadable: %s", e)
+    title = " ".join((meta.title or extract_title(tree) or "").split())
+    site = (meta.sitename or extract_sitename(tree) or "").strip().lstrip("@")
+    return title, site or None
 
 
 def _text(doc: Any) -> str:
@@ -356,12 +372,14 @@ def extract_article(html: str, url: str | None = None) -> Extracted:
     if not html or not html.strip():
         raise ExtractionError(where, "empty page")
     tree = _parse_tree(html)
-    meta = _bare(html, url)
-    text = _text(meta)
+    page = trafilatura.load_html(html)  # trafilatura's tree (lxml.html): its runs take copies
+    if page is None:
+        raise ExtractionError(where, "no HTML document found")
+    text = _text(_bare(page, url))
     method = "trafilatura"
     lost = missing_amounts(visible_text(tree), text) if tree is not None else set()
     if not text or lost:
-        recall_text = _text(_bare(html, url, recall=True))
+        recall_text = _text(_bare(page, url, recall=True))
         if recall_text and _recall_is_better(text, recall_text, lost):
             text, method = recall_text, "trafilatura-recall"
             lost = missing_amounts(" ".join(sorted(lost)), text)
@@ -377,17 +395,18 @@ def extract_article(html: str, url: str | None = None) -> Extracted:
         if rescued:
             text = "\n".join([text, *rescued])
             method += "+rescue"
-    title = (getattr(meta, "title", None) or "").strip() or (
-        _html_title(tree) if tree is not None else ""
-    )
+    title, site = _metadata(page)
+    if not title and tree is not None:
+        title = _html_title(tree)
+    canonical = _canonical(tree, url) if tree is not None else None
     return Extracted(
         title=title,
         text=text,
-        published=_published(meta, tree),
-        lang=_lang(meta, tree),
-        site=getattr(meta, "sitename", None) or None,
+        published=_published(tree, page, canonical or url),
+        lang=_lang(tree),
+        site=site,
         method=method,
-        canonical_url=_canonical(tree, url) if tree is not None else None,
+        canonical_url=canonical,
     )
 
 
@@ -590,8 +609,10 @@ def _parse_iso(value: str) -> datetime | None:
     return parsed.astimezone(UTC)
 
 
-def _published(doc: Any, tree: Any | None) -> datetime | None:
-    """The publication time: page metadata with a time of day first, else trafilatura's date."""
+def _published(tree: Any | None, page: Any, url: str | None) -> datetime | None:
+    """The publication time: the page's date tags (meta, JSON-LD, ``<time pubdate>``),
+    which carry the time of day; else htmldate's search of the page (``page``:
+    trafilatura's tree, ``url``: the canonical URL, whose path may hold the date)."""
     if tree is not None:
         for meta in tree.iter("meta"):
             name = (meta.get("property") or meta.get("name") or meta.get("itemprop") or "").lower()
@@ -610,7 +631,9 @@ def _published(doc: Any, tree: Any | None) -> datetime | None:
                 parsed = _parse_iso(time_el.get("datetime") or "")
                 if parsed is not None:
                     return parsed
-    date = getattr(doc, "date", None) if doc is not None else None
+    date = find_date(
+        page, url=url, extensive_search=True, original_date=True, outputformat=_DATE_FORMAT
+    )
     return _parse_iso(date) if isinstance(date, str) else None
 
 
@@ -634,9 +657,10 @@ def _jsonld_date(raw: str) -> datetime | None:
     return None
 
 
-def _lang(doc: Any, tree: Any | None) -> str | None:
-    lang = getattr(doc, "language", None) if doc is not None else None
-    if not lang and tree is not None:
+def _lang(tree: Any | None) -> str | None:
+    """The page's declared language (``<html lang>``, Content-Language, og:locale)."""
+    lang = None
+    if tree is not None:
         root = tree.getroottree().getroot()
         lang = root.get("lang") or root.get("{http://www.w3.org/XML/1998/namespace}lang")
         if not lang:

@@ -115,6 +115,54 @@ def test_numbers_only_in_a_caption_and_a_fact_box_are_rescued():
     assert got.canonical_url == "https://ledger.example.com/markets/chipmaker-raise?utm_source=x"
 
 
+DEMO_PAGES = sorted((Path(__file__).parents[1] / "pipeline" / "demo_data").rglob("*.html"))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in sorted(PAGES.glob("*.html")) if p.name != "boilerplate-only.html"] + DEMO_PAGES,
+    ids=lambda p: p.name,
+)
+def test_the_metadata_subset_agrees_with_trafilaturas_whole_metadata(path: Path) -> None:
+    """``extract_article`` runs trafilatura without its metadata and reads the title and
+    site with the title steps of ``extract_metadata`` alone: the text is what a run with
+    metadata gives, and the title is trafilatura's (a guard on upgrades of its internals)."""
+    import trafilatura
+
+    html, _ = decode_html(path.read_bytes(), {})
+    url = "https://outlet.example/news/article"
+    whole = trafilatura.bare_extraction(
+        html,
+        url=url,
+        fast=True,
+        with_metadata=True,
+        deduplicate=False,
+        include_comments=False,
+        include_tables=True,
+    )
+    got = extract_article(html, url)
+    if got.method == "trafilatura":  # the recall and rescue steps come after
+        assert got.text == (whole.text or "").strip()
+    assert got.title == " ".join((whole.title or "").split())
+    assert got.site in (whole.sitename, None)
+
+
+def test_a_page_without_date_tags_is_dated_by_htmldate() -> None:
+    html = (
+        "<html lang='en'><head><title>Orbit raises</title></head><body><article>"
+        "<h1>Orbit raises $40 million</h1><p class='byline'>Published 3 March 2025</p>"
+        + "<p>Orbit Robotics, a maker of warehouse robots, raised $40 million in a Series B "
+        "round led by Northstar Ventures, the company said on Monday.</p>"
+        * 3
+        + "</article></body></html>"
+    )
+    got = extract_article(html, "https://outlet.example/news/orbit")
+    assert got.published == datetime(2025, 3, 3, tzinfo=UTC)
+    assert extract_article(html, "https://outlet.example/2024/12/01/orbit").published == datetime(
+        2024, 12, 1, tzinfo=UTC
+    )  # a date in the URL's path comes first
+
+
 def test_no_article_raises():
     html, _ = decode_html(page("boilerplate-only.html"), {})
     with pytest.raises(ExtractionError, match="words of text found") as info:
