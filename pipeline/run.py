@@ -85,10 +85,18 @@ DELIVERY_MAX_ATTEMPTS = 8
 # gaps) still bounds what each site sees; these bound what runs at once in total.
 FEED_THREADS = 16  # feed documents fetched ahead of the feed being handled
 ARTICLE_THREADS = 16  # article pages in flight (fetch; decode + extract in the pool)
-# The pool starts once this many items (pages, versions) were asked for, counted over
-# the cycle (over the daemon's life when it keeps its workers): starting the spawn
-# workers costs about a second each, so a cycle with a few pages does them in-process.
-POOL_MIN_ITEMS = 8
+# The pool starts once a cycle (the daemon: its whole life) has had this many pages'
+# worth of CPU work. Starting it costs each spawned worker about a second of imports, and
+# no CPU comes back: it only buys the other cores. Measured in one sitting
+# (bench_pipeline.py, 2 cores; docs/performance.md), wall / CPU seconds of a cycle:
+#   new pages          20           60           150
+#   pool from the 8th  1.56 / 2.55  2.19 / 3.76  3.83 / 6.88
+#   never a pool       0.88 / 1.01  2.21 / 2.61  5.50 / 6.63
+#   from the 32nd      0.82 / 0.93  2.43 / 3.96  4.23 / 7.44
+# Cycles between two cron runs are mostly small. A page is one unit; a version's
+# analysis (figures, fingerprint) costs about a third of a page's decoding and extraction.
+POOL_MIN_PAGES = 32
+VERSION_WORK = 0.3
 POOL_EXIT_GRACE_S = 0.5  # at close, idle workers exit within this; the rest are ended
 REFETCH_BATCH = 200  # articles due for a re-fetch read at a time (a cycle takes them all)
 ANALYSIS_BATCH = 32  # versions a pool task prepares (figures, fingerprint, keys)
@@ -226,8 +234,8 @@ A = TypeVar("A")
 class Workers:
     """A cycle's fetch threads and its process pool for the CPU-heavy pure stages.
 
-    The pool (spawn: safe next to threads) starts once ``POOL_MIN_ITEMS`` items were
-    asked for; ``processes <= 1`` keeps everything in-process. A worker
+    The pool (spawn: safe next to threads) starts once ``POOL_MIN_PAGES`` pages' worth
+    of work was asked for; ``processes <= 1`` keeps everything in-process. A worker
     that dies (killed, out of memory, a crash in a C library on a hostile page) breaks
     the whole pool: ``call`` then starts a new one and tries the item once more there.
     """
@@ -238,17 +246,18 @@ class Workers:
         self.articles = ThreadPoolExecutor(ARTICLE_THREADS, thread_name_prefix="article")
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()  # the fetch threads share the pool
-        self._asked = 0  # items asked for so far (``cpu``)
+        self._work = 0.0  # CPU work asked for so far, in pages (``cpu``)
 
-    def cpu(self, items: int) -> Executor | None:
-        """The process pool for ``items`` items of work, or None to work in-process.
+    def cpu(self, pages: float) -> Executor | None:
+        """The process pool for ``pages`` pages' worth of work (``VERSION_WORK`` a
+        version), or None to do it in-process.
 
-        Counted over all calls: a cycle of many feeds with a few new pages each
-        starts its pool once the pages add up, instead of never."""
+        Counted over all calls: the pool starts once the work adds up to
+        ``POOL_MIN_PAGES``, and then stays for the rest."""
         with self._lock:
-            self._asked += items
-            asked = self._asked
-        if self._pool is None and (self.processes <= 1 or asked < POOL_MIN_ITEMS):
+            self._work += pages
+            work = self._work
+        if self._pool is None and (self.processes <= 1 or work < POOL_MIN_PAGES):
             return None
         return self._current()
 
@@ -560,24 +569,26 @@ class Page:
     html_gz: bytes  # the page as stored
 
 
-def fetch_page(fetcher: Fetcher, url: str, pool: Workers | None) -> Page:
-    """GET one article page and process it (in ``pool``'s processes when given, else here)."""
-    return _process(fetcher.fetch(url, kind="article"), pool)
+def fetch_page(fetcher: Fetcher, url: str, workers: Workers | None) -> Page:
+    """GET one article page and process it (``_process``)."""
+    return _process(fetcher.fetch(url, kind="article"), workers)
 
 
-def refetch_page(fetcher: Fetcher, due: RefetchDue, pool: Workers | None) -> Page | FetchResult:
+def refetch_page(fetcher: Fetcher, due: RefetchDue, workers: Workers | None) -> Page | FetchResult:
     """GET an article page again, conditionally: the page processed like ``fetch_page``'s,
     or the bare answer when it was not modified (304)."""
     result = fetcher.fetch(due.url, etag=due.etag, last_modified=due.last_modified, kind="article")
-    return result if result.not_modified else _process(result, pool)
+    return result if result.not_modified else _process(result, workers)
 
 
-def _process(result: FetchResult, pool: Workers | None) -> Page:
+def _process(result: FetchResult, workers: Workers | None) -> Page:
+    """Decode and extract a fetched page: in ``workers``' pool once the cycle has had
+    enough pages for one (``Workers.cpu``), else here."""
     headers = dict(result.headers)
-    if pool is None:
+    if workers is None or workers.cpu(1) is None:
         return Page(result, *process_page(result.content, headers, result.url))
     try:
-        outcome = pool.call(process_in_worker, result.content, headers, result.url)
+        outcome = workers.call(process_in_worker, result.content, headers, result.url)
     except BrokenProcessPool:
         raise ExtractionError(
             result.url,
@@ -611,13 +622,12 @@ def _in_flight(
     fetcher: Fetcher,
     items: Sequence[A],
 ) -> list[Future[T] | _Later[T]]:
-    """``fetch(fetcher, item, pool)`` for every item: started at once by ``workers``' fetch
-    threads (processing in their pool once the cycle's items add up), or, without workers,
-    one after another as each result is asked for."""
+    """``fetch(fetcher, item, workers)`` for every item: started at once by ``workers``'
+    fetch threads (processing in their pool once the cycle's pages add up), or, without
+    workers, one after another as each result is asked for."""
     if workers is None:
         return [_Later(fetch, fetcher, item, None) for item in items]
-    pool = workers if workers.cpu(len(items)) is not None else None
-    return [workers.articles.submit(fetch, fetcher, item, pool) for item in items]
+    return [workers.articles.submit(fetch, fetcher, item, workers) for item in items]
 
 
 # A screened entry: the entry, when it was seen, its topic decision.
@@ -1118,7 +1128,7 @@ def analyse_pending(
     tracker = Tracker(progress, "analysing", len(pending))
     now = clock()
     items = [(a, a.published or now) for a in pending]
-    cpu = workers.cpu(len(pending)) if workers is not None else None
+    cpu = workers.cpu(len(pending) * VERSION_WORK) if workers is not None else None
     chunks: list[Future[list[Prepared]]] = []
     if cpu is not None and analysis.lexicon_source is not None:
         lexicon_dir = analysis.lexicon_source[0]

@@ -13,13 +13,24 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from pipeline import run
 from pipeline.app import App
 from pipeline.demo_server import serve_demo
 from pipeline.models import FeedConfig
-from pipeline.run import POOL_MIN_ITEMS, Batch, RunReport, analyse_pending
+from pipeline.run import Batch, RunReport, analyse_pending
 from pipeline.settings import load_settings
 from storage.repository import Store
 from storage.tables import FeedRow
+
+# The demo's cycles and the tests' feeds are far below the pool's threshold, so the
+# tests of pool behaviour lower it; test_a_cycle_of_a_few_pages_starts_no_pool keeps the
+# default.
+DEFAULT_POOL_MIN_PAGES = run.POOL_MIN_PAGES
+
+
+@pytest.fixture(autouse=True)
+def _small_pool_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run, "POOL_MIN_PAGES", 8)
 
 
 def _settings(processes: int):  # type: ignore[no-untyped-def]
@@ -187,28 +198,42 @@ def test_a_batch_commits_once_it_has_been_open_long_enough(
 def test_a_pool_worker_imports_only_the_pure_stages() -> None:
     """Every worker of every cycle pays its imports: the pool's worker must not pull in
     the cycle module, storage or SQLAlchemy (only ``pipeline.work`` and what it needs)."""
-    from pipeline.run import POOL_MIN_ITEMS, Workers
+    from pipeline.run import Workers
 
     probe = "sorted(m for m in ('pipeline.run', 'storage.repository', 'sqlalchemy', "
     probe += "'pipeline.work') if m in __import__('sys').modules)"
     with Workers(processes=2) as workers:
-        pool = workers.cpu(POOL_MIN_ITEMS)
+        pool = workers.cpu(run.POOL_MIN_PAGES)
         assert pool is not None
         assert pool.submit(eval, probe).result(timeout=60) == ["pipeline.work"]
 
 
 def test_the_pool_starts_once_small_feeds_add_up() -> None:
     """Feeds with a few new pages each (the common case between two cron runs) add up:
-    the pool starts once the cycle has asked for ``POOL_MIN_ITEMS`` items in all."""
-    from pipeline.run import POOL_MIN_ITEMS, Workers
+    the pool starts once the cycle has had ``POOL_MIN_PAGES`` pages' worth of work, a
+    version's analysis counting ``VERSION_WORK`` of a page."""
+    from pipeline.run import Workers
 
-    few = POOL_MIN_ITEMS // 2 - 1
+    few = run.POOL_MIN_PAGES // 2 - 1
+    versions = int((run.POOL_MIN_PAGES - 2 * few) / run.VERSION_WORK) - 1
     with Workers(processes=2) as workers:
         assert workers.cpu(few) is None and workers.cpu(few) is None  # in-process
-        assert workers.cpu(few) is not None  # 3 * few >= POOL_MIN_ITEMS: the pool
+        assert workers.cpu(versions * run.VERSION_WORK) is None  # analysis weighs less
+        assert workers.cpu(1) is not None  # the work adds up: the pool
         assert workers.cpu(1) is not None  # and it stays
     with Workers(processes=1) as serial:
-        assert serial.cpu(10 * POOL_MIN_ITEMS) is None  # processes=1: never a pool
+        assert serial.cpu(10 * run.POOL_MIN_PAGES) is None  # processes=1: never a pool
+
+
+def test_a_cycle_of_a_few_pages_starts_no_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spawned worker costs about a second of imports: a cycle with fewer pages than
+    the default threshold (the demo's) does them in-process and starts no pool."""
+    monkeypatch.setattr(run, "POOL_MIN_PAGES", DEFAULT_POOL_MIN_PAGES)
+    with serve_demo() as site:
+        app, children = _cycle(tmp_path, site, processes=2)
+    assert app.articles() and children == 0.0
 
 
 def test_closing_the_workers_waits_for_no_worker_still_busy_or_starting() -> None:
@@ -216,11 +241,11 @@ def test_closing_the_workers_waits_for_no_worker_still_busy_or_starting() -> Non
     importing the extraction stack, or busy with a page): the workers are ended."""
     import time as _time
 
-    from pipeline.run import POOL_EXIT_GRACE_S, POOL_MIN_ITEMS, Workers
+    from pipeline.run import POOL_EXIT_GRACE_S, Workers
 
     for busy in (False, True):
         workers = Workers(processes=2)
-        pool = workers.cpu(POOL_MIN_ITEMS)
+        pool = workers.cpu(run.POOL_MIN_PAGES)
         assert pool is not None
         if busy:
             assert pool.submit(sum, [1, 2]).result(timeout=60) == 3  # a worker is up
@@ -253,12 +278,12 @@ def _die_always() -> str:
 def test_a_dead_worker_breaks_the_pool_and_the_item_is_tried_once_more(tmp_path: Path) -> None:
     from concurrent.futures.process import BrokenProcessPool
 
-    from pipeline.run import POOL_MIN_ITEMS, Workers
+    from pipeline.run import Workers
 
     with Workers(processes=2) as workers:
-        first = workers.cpu(POOL_MIN_ITEMS)
+        first = workers.cpu(run.POOL_MIN_PAGES)
         assert workers.call(_die_once, str(tmp_path / "died")) == "answered"
-        assert workers.cpu(POOL_MIN_ITEMS) is not first  # the broken pool was replaced
+        assert workers.cpu(run.POOL_MIN_PAGES) is not first  # the broken pool was replaced
         with pytest.raises(BrokenProcessPool):  # dies again in the new pool: its own doing
             workers.call(_die_always)
         assert workers.call(_die_once, str(tmp_path / "died")) == "answered"  # usable after
@@ -359,7 +384,7 @@ def test_workers_kept_by_the_caller_serve_several_cycles(tmp_path: Path) -> None
                 with app._store().unit() as repo:
                     repo.add_feed(_serve_news(server, feed, articles), now)
                 report = app.run_once(workers=workers)
-                assert report.articles_new == len(articles) >= POOL_MIN_ITEMS, report.summary()
+                assert report.articles_new == len(articles) >= run.POOL_MIN_PAGES, report.summary()
                 pids.append(sorted(set(_pool_children()) - earlier))
         assert pids[0] and pids[0] == pids[1]
         assert not set(pids[0]) & set(_pool_children())  # closed with the workers
