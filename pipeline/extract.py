@@ -378,7 +378,7 @@ def extract_article(html: str, url: str | None = None) -> Extracted:
     text = _text(_bare(page, url))
     method = "trafilatura"
     lost = missing_amounts(visible_text(tree), text) if tree is not None else set()
-    if not text or lost:
+    if not text or (lost and _lost_in_article(tree, text, lost)):
         recall_text = _text(_bare(page, url, recall=True))
         if recall_text and _recall_is_better(text, recall_text, lost):
             text, method = recall_text, "trafilatura-recall"
@@ -408,6 +408,23 @@ def extract_article(html: str, url: str | None = None) -> Extracted:
         method=method,
         canonical_url=canonical,
     )
+
+
+def _lost_in_article(tree: Any, text: str, lost: set[str]) -> bool:
+    """Whether some of the ``lost`` amounts lie in the article's region of the page: its
+    ``<article>`` or ``<main>`` element around the block holding the kept paragraphs,
+    else that block's parent (a lede or teaser just outside the block). Amounts
+    elsewhere (a ticker, a sidebar, other stories' teasers) are no reason for the
+    recall run, which must not bring them in anyway; it cost 9 ms a page on the ~30 %
+    of pages that show such amounts."""
+    container = _content_container(tree, text)
+    if container is None:
+        return True  # nowhere to tell the article from the rest: try
+    region = next(
+        (a for a in (container, *container.iterancestors()) if a.tag in ("article", "main")),
+        container.getparent(),
+    )
+    return bool(amounts(visible_text(region if region is not None else container)) & lost)
 
 
 def _recall_is_better(text: str, recall_text: str, lost: set[str]) -> bool:

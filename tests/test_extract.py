@@ -163,6 +163,41 @@ def test_a_page_without_date_tags_is_dated_by_htmldate() -> None:
     )  # a date in the URL's path comes first
 
 
+def test_amounts_outside_the_article_start_no_recall_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ticker and another story's teaser carry amounts the article does not: the
+    recall run could only bring them in, so it is not run (it cost ~9 ms a page)."""
+    import pipeline.extract as extract
+
+    runs: list[bool] = []
+    bare = extract._bare
+
+    def counting(tree: object, url: str | None, *, recall: bool = False) -> object:
+        runs.append(recall)
+        return bare(tree, url, recall=recall)
+
+    monkeypatch.setattr(extract, "_bare", counting)
+    body = "".join(
+        f"<p>Orbit Robotics, a maker of warehouse robots, hired {n} engineers in Leeds "
+        "this year and plans to open a second site in Manchester next spring.</p>"
+        for n in ("forty", "fifty", "sixty")
+    )
+    html = (
+        "<html lang='en'><body><div class='ticker'>FTSE 100 +1.2% | Brent $71.30</div>"
+        f"<main><article><h1>Orbit hires in Leeds</h1>{body}</article></main>"
+        "<aside><p>Rival raises $250 million</p></aside></body></html>"
+    )
+    got = extract_article(html, "https://outlet.example/news/orbit")
+    assert runs == [False] and got.method == "trafilatura"
+    assert "250" not in got.text and "71.30" not in got.text
+    runs.clear()
+    teaser = html.replace(
+        "<h1>Orbit hires in Leeds</h1>",
+        "<h1>Orbit hires</h1><p class='teaser'>The deal is worth $40 million.</p>",
+    )
+    extract_article(teaser, "https://outlet.example/news/orbit")
+    assert runs == [False, True]  # an amount in the article: the recall run is tried
+
+
 def test_no_article_raises():
     html, _ = decode_html(page("boilerplate-only.html"), {})
     with pytest.raises(ExtractionError, match="words of text found") as info:
