@@ -264,12 +264,23 @@ class Workers:
     def _current(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(
+                pool = ProcessPoolExecutor(
                     self.processes,
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=exit_with_parent,
                     initargs=(os.getpid(),),
                 )
+                # All workers start together, at the first submit, before the pool's
+                # manager thread exists. By default a spawn pool starts them one by one
+                # inside later submits; a worker that dies meanwhile (the OOM killer, a
+                # crash) makes the manager terminate the workers it knows while a submit
+                # in another thread starts one more, which nobody ends: the manager,
+                # and the interpreter's exit after it, wait for it forever (seen with
+                # CPython 3.11: a test suite that never exited). This private flag is
+                # what a fork pool uses to start all of them at once.
+                if hasattr(pool, "_safe_to_dynamically_spawn_children"):
+                    pool._safe_to_dynamically_spawn_children = False
+                self._pool = pool
             return self._pool
 
     def replace(self, broken: Executor) -> None:

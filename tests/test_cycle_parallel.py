@@ -259,6 +259,23 @@ def test_closing_the_workers_waits_for_no_worker_still_busy_or_starting() -> Non
         assert _pool_children() == []
 
 
+def test_a_pool_starts_all_its_workers_at_once() -> None:
+    """Workers started one by one inside later submits race with a dying worker: the
+    pool's manager ends the workers it knows, waits forever for the one started last,
+    and so does the interpreter's exit (seen once: a test run that never ended). All
+    of a pool's workers start at its first submit."""
+    import os as _os
+
+    from pipeline.run import Workers
+
+    earlier = set(_pool_children())  # an earlier test's worker may still be exiting
+    with Workers(processes=2) as workers:
+        pool = workers.cpu(run.POOL_MIN_PAGES)
+        assert pool is not None
+        assert pool.submit(_os.getpid).result(timeout=60) > 0  # one task ...
+        assert len(set(_pool_children()) - earlier) == 2  # ... and both workers are up
+
+
 def _die_once(marker: str) -> str:
     """In a pool worker: die the first time (as the OOM killer would), answer after."""
     import os as _os
