@@ -94,6 +94,35 @@ def test_pool_and_serial_cycles_store_the_same(tmp_path: Path) -> None:
     assert a == b
 
 
+def test_in_process_extraction_runs_one_page_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a pool, pages are extracted in the fetch threads, never two at once:
+    libxml2 under the extraction crashed the process with 16 threads extracting."""
+    import threading
+    import time as _time
+
+    running, most = [0], [0]
+    lock = threading.Lock()
+    real = run.process_page
+
+    def watched(*args: Any) -> Any:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        _time.sleep(0.02)  # long enough for another thread to come in
+        try:
+            return real(*args)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(run, "process_page", watched)
+    with serve_demo() as site:
+        app, _ = _cycle(tmp_path, site, processes=1)
+    assert len(app.articles()) > 5 and most[0] == 1
+
+
 def test_a_batch_shares_one_transaction_and_undoes_a_failing_item_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
