@@ -11,7 +11,8 @@
   goes out twice).
 * Periodic (every worker runs Procrastinate's periodic deferrer; each tick is deferred
   once): ``sweep`` (versions and stories a lost job left behind, cooldowns that ended,
-  feed-health alerts, delivery retries), ``refetch`` (the re-fetch ladder),
+  feed-health alerts, delivery retries), ``refetch`` (the re-fetch ladder, with the
+  worker's fetch threads),
   ``retry_stalled`` (jobs of a worker that died).
 
 A task finds the worker's objects (store, fetcher, analysis, channels) in the job
@@ -39,6 +40,7 @@ from pipeline.run import (
     Analysis,
     Clock,
     RunReport,
+    Workers,
     analyse_version,
     deliver,
     refetch_articles,
@@ -70,6 +72,9 @@ class WorkerContext:
     analysis: Analysis
     channels: Sequence[Channel]
     clock: Clock
+    # Fetch threads for the re-fetch task (no process pool: a worker scales by processes);
+    # without them it fetches one page after another.
+    workers: Workers | None = None
 
 
 def conninfo(db_url: str) -> str:
@@ -145,7 +150,9 @@ def build_app(db_url: str, *, stalled_after_s: float = STALLED_AFTER_S) -> procr
     def refetch(context: procrastinate.JobContext, timestamp: int) -> None:
         ctx = _ctx(context)
         if ctx.analysis.refetch_ladder:
-            refetch_articles(ctx.store, ctx.fetcher, ctx.analysis, ctx.clock, RunReport())
+            refetch_articles(
+                ctx.store, ctx.fetcher, ctx.analysis, ctx.clock, RunReport(), workers=ctx.workers
+            )
 
     @app.periodic(cron=STALLED_CRON)
     @app.task(name="newsdrift.retry_stalled", queueing_lock="retry_stalled", lock="retry_stalled")

@@ -21,7 +21,7 @@ from datetime import timedelta
 from pipeline.app import App, fetch_settings
 from pipeline.errors import ConfigError
 from pipeline.fetch import Fetcher
-from pipeline.run import Analysis, RunReport, poll_feed
+from pipeline.run import Analysis, RunReport, Workers, poll_feed
 from pipeline.tasks import CONTEXT_KEY, WorkerContext, build_app, ensure_schema, task_repo_class
 from storage.claims import SharedPoliteness, claim_feeds, release_feed, renew_claims
 from storage.repository import Store, lease_holder
@@ -139,12 +139,14 @@ def run_worker(app: App, options: WorkerOptions | None = None) -> None:
     )
     fetcher = app.fetcher or Fetcher(fs, politeness=politeness)
     analysis = app.analysis()
+    fetch_threads = Workers(processes=1)  # the re-fetch task's page fetches, in threads
     context = WorkerContext(
         store=store,
         fetcher=fetcher,
         analysis=analysis,
         channels=app._channels(),
         clock=app.clock,
+        workers=fetch_threads,
     )
     stop = threading.Event()
     poller = FeedPoller(store, fetcher, analysis, app, options, stop)
@@ -177,5 +179,6 @@ def run_worker(app: App, options: WorkerOptions | None = None) -> None:
         politeness.stop_waiting()
         for t in threads:
             t.join(timeout=60)
+        fetch_threads.close()
         fetcher.close()
         log.info("stage=worker holder=%s status=stopped", poller.holder)

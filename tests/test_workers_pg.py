@@ -538,3 +538,101 @@ def test_copy_sqlite_to_postgres_keeps_stories_drift_and_alerts(
     # new rows get fresh ids after the copied ones
     with target._store().unit() as repo:
         assert repo.create_story("new", now) > max(s.id for s in source.stories())
+
+
+def test_the_refetch_task_fetches_due_pages_in_threads_and_stores_the_edits(
+    pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    """The worker's periodic ``refetch`` task takes every article due on the edit
+    ladder, fetches their pages concurrently (the worker's fetch threads, within the
+    per-domain budget), and stores an edited page as a new version, deferring its
+    analysis in the same transaction."""
+    import dataclasses
+
+    import procrastinate
+    from procrastinate.jobs import Job
+
+    from pipeline.app import fetch_settings
+    from pipeline.extract import extract_article
+    from pipeline.feeds import content_hash
+    from pipeline.fetch import Fetcher
+    from pipeline.run import Workers
+    from pipeline.tasks import CONTEXT_KEY, WorkerContext
+    from tests.httpserver import LoopbackServer, Reply
+
+    db = pg_cluster.create_database("refetch_task")
+    app = build_app(db)
+    store = Store.open(db)
+    store.repo_class = task_repo_class(app)
+    ensure_schema(app, store)
+    settings = load_settings(None)
+    settings = dataclasses.replace(
+        settings,
+        fetch=dataclasses.replace(
+            settings.fetch,
+            allow_private=True,
+            obey_robots=False,
+            per_domain_min_gap_s=0.0,
+            per_domain_concurrency=4,
+        ),
+    )
+    now = datetime.now(UTC)
+    edited = {2, 5}
+
+    def page(n: int, amount: int) -> str:
+        return (
+            f"<html lang='en'><body><article><h1>Vantor{n} raises</h1><p>Vantor{n} Robotics, "
+            f"a maker of warehouse robots, has raised ${amount} million in a Series B round. "
+            f"Vantor{n} employs {50 + n} people in Leeds and plans to double its team of "
+            "machine learning engineers within a year.</p></article></body></html>"
+        )
+
+    with LoopbackServer() as server:
+        with store.unit() as repo:
+            for n in range(8):
+                url = server.url(f"/a/{n}")
+                aid, _ = repo.add_article(
+                    key=url, url=url, outlet="news.example", lang="en", published=now,
+                    title=f"Vantor{n} raises", now=now,
+                )  # fmt: skip
+                first = extract_article(page(n, 100), url).text  # as first fetched
+                repo.add_version(
+                    aid, title=f"Vantor{n} raises", text=first, method="trafilatura",
+                    fetched_at=now, content_hash=content_hash(first),
+                )  # fmt: skip
+                repo.schedule_refetch(aid, step=0, at=now - timedelta(minutes=1))
+                served = page(n, 900 if n in edited else 100).encode()
+                html = {"Content-Type": "text/html; charset=utf-8"}
+                server.route(f"/a/{n}", Reply(200, html, served, delay_s=0.2))
+        with store.engine.begin() as conn:  # the first versions' analyses ran
+            conn.execute(text("DELETE FROM procrastinate_jobs"))
+        with Fetcher(fetch_settings(settings)) as fetcher, Workers(processes=1) as threads:
+            ctx = WorkerContext(
+                store=store,
+                fetcher=fetcher,
+                analysis=Analysis.from_settings(settings),
+                channels=[],
+                clock=lambda: now,
+                workers=threads,
+            )
+            job = Job(id=1, queue="default", lock="refetch", queueing_lock="refetch",
+                      task_name="newsdrift.refetch")  # fmt: skip
+            context = procrastinate.JobContext(
+                app=app,
+                job=job,
+                start_timestamp=time.time(),
+                abort_reason=lambda: None,
+                additional_context={CONTEXT_KEY: ctx},
+            )
+            app.tasks["newsdrift.refetch"](context, timestamp=int(now.timestamp()))
+        assert len(server.requests) == 8 and server.max_concurrent > 1  # in threads
+    versions = scalar(store, "SELECT count(*) FROM article_versions")
+    assert versions == 8 + len(edited)
+    assert scalar(store, "SELECT count(*) FROM articles WHERE refetch_step = 1") == 8
+    # each edited article's analysis was deferred with its new version
+    deferred = scalar(
+        store,
+        "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'newsdrift.analyse_article'",
+    )
+    assert deferred == len(edited)
+    store.close()
