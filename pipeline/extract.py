@@ -365,8 +365,10 @@ def extract_article(html: str, url: str | None = None) -> Extracted:
     Strategies, in order, each only when the previous one lost amounts the page shows:
     trafilatura (balanced, in its fast mode: no readability/jusText comparison); trafilatura
     with ``favor_recall``; then the blocks inside the article's own container that carry
-    the lost amounts are appended ("+rescue"). ``method`` names what won. Title, site, date
-    and language come from the first run's metadata, else from the page itself.
+    the lost amounts are appended ("+rescue"). ``method`` names what won. Title and site
+    come from trafilatura's title helpers (``_metadata``), else the page's ``<title>``;
+    the date from the page's date tags, else htmldate (``_published``); the language from
+    the page's declaration (``_lang``).
     """
     where = url or "<html>"
     if not html or not html.strip():
