@@ -592,21 +592,12 @@ def refetch_page(fetcher: Fetcher, due: RefetchDue, workers: Workers | None) -> 
     return result if result.not_modified else _process(result, workers)
 
 
-# In-process extraction runs in the fetch threads, one page at a time: the GIL makes it
-# serial anyway, and libxml2 under trafilatura, lxml and htmldate (module-level parsers
-# shared by every thread) crashed once in 17 stress runs of 16 threads extracting at
-# once ("double free or corruption", the cycle's process gone). Pool workers have one
-# thread each.
-_IN_PROCESS = threading.Lock()
-
-
 def _process(result: FetchResult, workers: Workers | None) -> Page:
     """Decode and extract a fetched page: in ``workers``' pool once the cycle has had
     enough pages for one (``Workers.cpu``), else here."""
     headers = dict(result.headers)
-    if workers is None or workers.cpu(1) is None:
-        with _IN_PROCESS:
-            return Page(result, *process_page(result.content, headers, result.url))
+    if workers is None or workers.cpu(1) is None:  # in the fetch thread; see extract_article
+        return Page(result, *process_page(result.content, headers, result.url))
     try:
         outcome = workers.call(process_in_worker, result.content, headers, result.url)
     except BrokenProcessPool:

@@ -102,22 +102,24 @@ def test_in_process_extraction_runs_one_page_at_a_time(
     import threading
     import time as _time
 
+    from pipeline import extract
+
     running, most = [0], [0]
     lock = threading.Lock()
-    real = run.process_page
+    real = extract._bare  # each extraction's trafilatura run, where libxml2 works
 
-    def watched(*args: Any) -> Any:
+    def watched(*args: Any, **kwargs: Any) -> Any:
         with lock:
             running[0] += 1
             most[0] = max(most[0], running[0])
         _time.sleep(0.02)  # long enough for another thread to come in
         try:
-            return real(*args)
+            return real(*args, **kwargs)
         finally:
             with lock:
                 running[0] -= 1
 
-    monkeypatch.setattr(run, "process_page", watched)
+    monkeypatch.setattr(extract, "_bare", watched)
     with serve_demo() as site:
         app, _ = _cycle(tmp_path, site, processes=1)
     assert len(app.articles()) > 5 and most[0] == 1
