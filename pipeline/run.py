@@ -771,6 +771,12 @@ def _store_failed(
     return True
 
 
+def _page_lang(extracted: Extracted, fallback: str) -> str:
+    """The language a page declares, when it is one the lexicons cover; else ``fallback``
+    (the feed's)."""
+    return extracted.lang if extracted.lang in ("de", "en") else fallback
+
+
 def _store_page(
     repo: Repo,
     feed: FeedState,
@@ -783,7 +789,7 @@ def _store_page(
     entry, now, decision = screened
     extracted = page.extracted
     canonical = normalize_url(extracted.canonical_url or page.result.url)
-    lang = extracted.lang if extracted.lang in ("de", "en") else feed.lang
+    lang = _page_lang(extracted, feed.lang)
     if analysis.topic is not None and not feed.on_topic:
         decision = decide_text(
             analysis.topic, extracted.title or entry.title, extracted.text, lang, extra_terms
@@ -939,7 +945,7 @@ def _judge_text(
     if analysis.topic is None or due.feed_id is None or repo.feed_on_topic(due.feed_id):
         return None
     extracted = page.extracted
-    lang = extracted.lang if extracted.lang in ("de", "en") else due.lang
+    lang = _page_lang(extracted, due.lang)
     extra = repo.feed_extra_terms(due.feed_id)
     return decide_text(analysis.topic, extracted.title, extracted.text, lang, extra)
 
