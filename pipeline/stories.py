@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from datasketch import MinHash
+import numpy as np
 from rapidfuzz import fuzz
 
 from pipeline.entities import (
@@ -160,16 +160,54 @@ def figure_key(fig: Figure) -> str:
     return f"{fig.unit}:{mantissa:g}" + (f"e{exp}" if exp else "")
 
 
+def _minhash_permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (a, b) parameters of ``num_perm`` affine permutations, drawn as datasketch draws
+    them for its default scheme ("affine32", datasketch >= 2.0): odd ``a``."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
+
+
+_PERM_A, _PERM_B = _minhash_permutations(NUM_PERM, seed=1)
+_EMPTY_SLOT = (1 << 32) - 1
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finaliser (a bijection that spreads the input hash)."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def minhash(shingles: Iterable[bytes]) -> tuple[int, ...]:
+    """The MinHash signature of a set of byte strings: bit for bit what
+    ``datasketch.MinHash(num_perm=NUM_PERM, seed=1).update_batch(shingles)`` gives
+    (datasketch 2's "affine32" scheme: the first 4 bytes of SHA-1, little-endian, mixed by
+    ``_fmix32``, then ``a * h + b`` modulo 2**32 per permutation, the minimum kept).
+
+    Ours rather than datasketch's because importing ``datasketch`` imports its LSH classes,
+    and with them SciPy: 0.4-0.5 s in every process (the CLI, the cycle, each pool worker)
+    for two lines of arithmetic. ``tests/test_stories.py`` checks the equality against
+    datasketch, which stays a test dependency; stored fingerprints stay valid.
+    """
+    digests = b"".join(hashlib.sha1(s).digest()[:4] for s in shingles)
+    if not digests:
+        return (_EMPTY_SLOT,) * NUM_PERM
+    h = _fmix32(np.frombuffer(digests, dtype="<u4").astype(np.uint32).reshape(-1, 1))
+    return tuple((h * _PERM_A + _PERM_B).min(axis=0).tolist())
+
+
 def _minhash(words: Sequence[str]) -> tuple[int, ...]:
-    mh = MinHash(num_perm=NUM_PERM, seed=1)
     if len(words) < SHINGLE_WORDS:
         shingles = [" ".join(words)]
     else:
         shingles = [
             " ".join(words[i : i + SHINGLE_WORDS]) for i in range(len(words) - SHINGLE_WORDS + 1)
         ]
-    mh.update_batch([s.encode("utf-8") for s in shingles])
-    return tuple(int(v) for v in mh.hashvalues)
+    return minhash(s.encode("utf-8") for s in shingles)
 
 
 def fingerprint(doc: Document, figures: Sequence[Figure]) -> Fingerprint:

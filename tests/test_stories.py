@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +28,8 @@ from pipeline.stories import (
     feature_keys,
     figure_key,
     fingerprint,
+    minhash,
+    normalise_text,
     similarity,
 )
 
@@ -294,6 +299,44 @@ def test_stored_fingerprints_of_other_versions_still_load() -> None:
     assert tried == original
     other = fp(DE_OTHER, at=T0 + timedelta(hours=2))
     assert similarity(tried, other) == similarity(original, other)
+
+
+DEMO_DATA = Path(__file__).resolve().parents[1] / "pipeline" / "demo_data"
+
+
+def _shingle_sets() -> list[list[bytes]]:
+    """Word 4-shingles of every demo page and of the texts above, plus the edge cases: no
+    shingle, one shingle shorter than four words."""
+    texts = [WIRE, DE_OTHER, *(p.read_text("utf-8") for p in sorted(DEMO_DATA.rglob("*.html")))]
+    sets: list[list[bytes]] = [[], [b""], [b"zwei Worte"]]
+    for text in texts:
+        words = normalise_text(text).split()
+        sets.append([" ".join(words[i : i + 4]).encode() for i in range(len(words) - 3)])
+    return sets
+
+
+def test_minhash_is_datasketchs_bit_for_bit() -> None:
+    # stored fingerprints were computed with datasketch 2 (scheme "affine32"): ours must
+    # give the very same signatures, or near-copies of stored articles would stop matching
+    from datasketch import MinHash  # a dev dependency, imported here: see the next test
+
+    sets = _shingle_sets()
+    assert len(sets) > 20 and max(map(len, sets)) > 500
+    for shingles in sets:
+        reference = MinHash(num_perm=64, seed=1)
+        reference.update_batch(shingles)
+        assert minhash(shingles) == tuple(int(v) for v in reference.hashvalues)
+
+
+def test_importing_the_pipeline_does_not_import_scipy() -> None:
+    # datasketch's package imports SciPy (0.4-0.5 s a process); the cycle, its pool workers
+    # and every CLI command would pay it
+    code = (
+        "import sys, pipeline.app, pipeline.work, pipeline.cli; "
+        "print(sorted(m for m in ('scipy', 'datasketch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_candidates_sharing_as_many_keys_rank_newest_first() -> None:
