@@ -168,7 +168,8 @@ class StoryKeyRow(Base):
 
     __tablename__ = "story_keys"
     __table_args__ = (
-        Index("ix_story_keys_key_published", "key", "published"),
+        # covering: Repo.candidates reads each key's newest postings from the index alone
+        Index("ix_story_keys_postings", "key", "published", "article_id"),  # (0006)
         Index("ix_story_keys_article", "article_id"),  # re-attach deletes by article (0005)
     )
 

@@ -298,3 +298,47 @@ def test_per_article_lookups_use_indexes_not_table_scans(tmp_path: Path) -> None
         store.close()
     assert len(seen) > 10
     assert scans == [], "\n".join(f"{plan}: {sql}" for plan, sql in scans)
+
+
+def test_candidates_read_each_keys_newest_postings_from_the_covering_index(
+    tmp_path: Path,
+) -> None:
+    """Each key's branch of the ranking statement reads its newest postings in index order
+    from (key, published, article_id) alone: no table look-up, no sort (migration 0006)."""
+    from sqlalchemy import event
+
+    store = Store.open(f"sqlite:///{tmp_path / 'postings.db'}")
+    seen: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if "UNION ALL" in statement:
+            seen.append((statement, parameters))
+
+    with store.unit() as repo:
+        sid = repo.create_story("t", T)
+        for i in range(5):  # five articles with the same publication time: ties by id
+            url = f"https://a.example/{i}"
+            aid, _ = repo.add_article(
+                key=url, url=url, outlet="A", lang="de", published=T, title="t", now=T
+            )
+            keys = ["a", "b", "c"] if i % 2 else ["a", "b"]
+            repo.attach(aid, sid, level="new", score=0.0, fingerprint={}, keys=keys, published=T)
+        event.listen(store.engine, "before_cursor_execute", capture)
+        found = repo.candidates(
+            ["a", "b", "c"], T - timedelta(days=4), until=T, per_key=2, min_shared=1
+        )
+        event.remove(store.engine, "before_cursor_execute", capture)
+    # per key the 2 newest, the higher id first on a tie: a -> 5, 4; b -> 5, 4; c -> 4, 2;
+    # ranked by keys shared (4: 3, 5: 2, 2: 1)
+    assert [aid for aid, _sid, _fp in found] == [4, 5, 2]
+    raw = store.engine.raw_connection()
+    try:
+        ((statement, params),) = seen
+        plan = [row[-1] for row in raw.execute(f"EXPLAIN QUERY PLAN {statement}", params)]
+    finally:
+        raw.close()
+        store.close()
+    branches = [p for p in plan if "story_keys" in p]
+    assert len(branches) == 16  # three keys, padded to the smallest statement size
+    assert all("USING COVERING INDEX ix_story_keys_postings" in p for p in branches), plan
+    assert not any("TEMP B-TREE" in p and "ORDER BY" in p and "RIGHT PART" in p for p in plan), plan
