@@ -15,13 +15,13 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pipeline import stories
 from pipeline.alerts import (
@@ -114,6 +114,13 @@ YIELD_BEFORE = timedelta(days=12)
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class StopFlag(Protocol):
+    """What a loop asks between items: should it end after the item in hand? A
+    ``threading.Event`` is one; a Procrastinate task passes its job's abort request."""
+
+    def is_set(self) -> bool: ...
 
 
 @dataclass
@@ -641,6 +648,24 @@ def _in_flight(
     return [workers.articles.submit(fetch, fetcher, item, workers) for item in items]
 
 
+STOP_POLL_S = 0.1  # how often a loop waiting for a page asks whether to stop
+
+
+def _arrived(page: Future[T] | _Later[T], stop: StopFlag | None) -> bool:
+    """Wait for a page in flight; False if ``stop`` came first. Pages are taken in their
+    list's order while fetch threads finish in any order (one politeness slot goes to
+    whichever thread asks first), so the page a loop waits for may come last: without
+    this a stop would wait for every page before it. The serial path's ``_Later`` does
+    its work when asked: nothing to wait for."""
+    if stop is None or isinstance(page, _Later):
+        return True
+    while not page.done():
+        if stop.is_set():
+            return False
+        wait([page], timeout=STOP_POLL_S)
+    return True
+
+
 # A screened entry: the entry, when it was seen, its topic decision.
 Screened = tuple[FeedEntry, datetime, TopicDecision | None]
 
@@ -678,6 +703,8 @@ def take_entries(
                     break
                 if not future.done():
                     batch.commit()  # no transaction stays open while the network works
+                if not _arrived(future, stop):
+                    break
                 try:
                     page = future.result()
                 except (FetchError, ParseError) as e:
@@ -848,7 +875,7 @@ def refetch_articles(
     analysis: Analysis,
     clock: Clock,
     report: RunReport,
-    stop: threading.Event | None = None,
+    stop: StopFlag | None = None,
     workers: Workers | None = None,
     renew: Callable[[], None] | None = None,
 ) -> None:
@@ -878,7 +905,7 @@ def _refetch(
     analysis: Analysis,
     clock: Clock,
     report: RunReport,
-    stop: threading.Event | None,
+    stop: StopFlag | None,
     workers: Workers | None,
     renew: Callable[[], None] | None,
 ) -> None:
@@ -890,6 +917,8 @@ def _refetch(
                     break
                 if not future.done():
                     batch.commit()  # no transaction stays open while the network works
+                if not _arrived(future, stop):
+                    break
                 nxt, at = next_rung(analysis.refetch_ladder, d.published, clock(), d.step + 1)
                 report.articles_refetched += 1
                 try:

@@ -77,6 +77,19 @@ class WorkerContext:
     workers: Workers | None = None
 
 
+@dataclass(frozen=True)
+class AbortRequested:
+    """A long task's stop flag (``pipeline.run.StopFlag``): set once Procrastinate asks
+    its job to abort. A stopping worker asks that of the jobs still running after
+    ``SHUTDOWN_GRACE_S`` (``pipeline.worker``); Procrastinate cannot interrupt a
+    synchronous task, so the task must ask."""
+
+    context: procrastinate.JobContext
+
+    def is_set(self) -> bool:
+        return self.context.should_abort()
+
+
 def conninfo(db_url: str) -> str:
     """The libpq connection string of a SQLAlchemy PostgreSQL URL."""
     from sqlalchemy.engine import make_url
@@ -149,10 +162,15 @@ def build_app(db_url: str, *, stalled_after_s: float = STALLED_AFTER_S) -> procr
     @app.task(name="newsdrift.refetch", pass_context=True, queueing_lock="refetch", lock="refetch")
     def refetch(context: procrastinate.JobContext, timestamp: int) -> None:
         ctx = _ctx(context)
-        if ctx.analysis.refetch_ladder:
-            refetch_articles(
-                ctx.store, ctx.fetcher, ctx.analysis, ctx.clock, RunReport(), workers=ctx.workers
-            )
+        if not ctx.analysis.refetch_ladder:
+            return
+        report = RunReport()
+        stop = AbortRequested(context)
+        refetch_articles(
+            ctx.store, ctx.fetcher, ctx.analysis, ctx.clock, report, stop=stop, workers=ctx.workers
+        )
+        if stop.is_set():  # the worker is stopping: what was not re-fetched stays due
+            log.info("stage=refetch status=stopped refetched=%d", report.articles_refetched)
 
     @app.periodic(cron=STALLED_CRON)
     @app.task(name="newsdrift.retry_stalled", queueing_lock="retry_stalled", lock="retry_stalled")

@@ -45,6 +45,9 @@ class WorkerOptions:
     # ``stalled_after_s`` is retried elsewhere.
     heartbeat_s: float = 2.0
     stalled_after_s: float = 60.0
+    # On SIGTERM/SIGINT, jobs still running after this many seconds are asked to abort
+    # (Procrastinate's graceful timeout); analysis jobs take milliseconds and end first.
+    shutdown_grace_s: float = 2.0
 
 
 def _check_postgres(store: Store) -> None:
@@ -172,6 +175,9 @@ def run_worker(app: App, options: WorkerOptions | None = None) -> None:
                 install_signal_handlers=True,
                 delete_jobs="successful",
                 stalled_worker_timeout=options.stalled_after_s,
+                # then the jobs still running are asked to abort: the re-fetch task ends
+                # after the page in hand instead of working through its whole backlog
+                shutdown_graceful_timeout=options.shutdown_grace_s,
                 name=poller.holder,
             )
     finally:

@@ -389,26 +389,33 @@ def test_a_worker_killed_mid_cycle_loses_no_article(tmp_path: Path) -> None:
     assert _outcome(app) == _outcome(reference)
 
 
+HTML = "text/html; charset=utf-8"
+
+
+def _news_page(n: int, amount: int) -> bytes:
+    company = f"Vantor{n} Robotics"
+    body = (
+        f"<p>{company}, a start-up that builds warehouse robots with artificial "
+        f"intelligence, has raised ${amount} million in a Series B round, the company "
+        f"said on Monday. {company} employs {50 + n} people and plans to double its "
+        f"team of machine learning engineers within a year.</p>"
+    )
+    page = f"<html lang='en'><body><article><h1>{company} raises</h1>{body}</article></body></html>"
+    return page.encode()
+
+
 def _serve_news(server: Any, feed: str, articles: range, edited: Sequence[int] = ()) -> FeedConfig:
     """One feed on ``server`` listing an article page for each number in ``articles``;
     the pages of ``edited`` report another amount."""
     from tests.httpserver import Reply
 
-    html = "text/html; charset=utf-8"
     items = []
     for n in articles:
-        company = f"Vantor{n} Robotics"
-        amount = 100 + n + (500 if n in edited else 0)
-        body = (
-            f"<p>{company}, a start-up that builds warehouse robots with artificial "
-            f"intelligence, has raised ${amount} million in a Series B round, the company "
-            f"said on Monday. {company} employs {50 + n} people and plans to double its "
-            f"team of machine learning engineers within a year.</p>"
-        )
-        page = f"<html lang='en'><body><article><h1>{company} raises</h1>{body}</article></body></html>"
-        server.route(f"/a/{n}", Reply(200, {"Content-Type": html}, page.encode()))
+        page = _news_page(n, 100 + n + (500 if n in edited else 0))
+        server.route(f"/a/{n}", Reply(200, {"Content-Type": HTML}, page))
         items.append(
-            f"<item><title>{company} raises</title><link>{server.url(f'/a/{n}')}</link></item>"
+            f"<item><title>Vantor{n} Robotics raises</title>"
+            f"<link>{server.url(f'/a/{n}')}</link></item>"
         )
     rss = f"<rss version='2.0'><channel><title>t</title>{''.join(items)}</channel></rss>"
     server.route(feed, Reply(200, {"Content-Type": "application/rss+xml"}, rss.encode()))
@@ -545,3 +552,52 @@ def test_a_stop_during_the_refetches_leaves_the_rest_due(tmp_path: Path) -> None
         server.route("/a/0", Reply(200, {"Content-Type": "text/plain"}, b"back"))
         again = app.run_once()
         assert again.articles_refetched == len(still_due), again.summary()
+
+
+def test_a_stop_while_pages_wait_for_their_politeness_slot_ends_the_cycle_promptly(
+    tmp_path: Path,
+) -> None:
+    """Fetch threads take a domain's politeness slot in whatever order they ask, while the
+    cycle takes the pages in feed order: the page it waits for may be fetched last. A
+    stop must not wait for the pages before it. One slot, pages answered after 0.2 s,
+    SIGTERM with the second request: the cycle ends without fetching the other six, and
+    the next cycle takes them."""
+    import threading
+
+    from tests.httpserver import LoopbackServer, RecordedRequest, Reply
+
+    articles = range(8)
+    stop = threading.Event()
+    requested: list[str] = []
+
+    def slow(n: int) -> Any:
+        def reply(req: RecordedRequest) -> Reply:
+            requested.append(req.path)
+            if len(requested) == 2:
+                stop.set()
+            return Reply(200, {"Content-Type": HTML}, _news_page(n, 100 + n), delay_s=0.2)
+
+        return reply
+
+    with LoopbackServer() as server:
+        server.route("/robots.txt", Reply(200, {"Content-Type": "text/plain"}, b""))
+        feed = _serve_news(server, "/news.xml", articles)
+        for n in articles:
+            server.route(f"/a/{n}", slow(n))
+        settings = _settings(1)
+        settings = dataclasses.replace(
+            settings, fetch=dataclasses.replace(settings.fetch, per_domain_concurrency=1)
+        )
+        app = App(
+            db_url=f"sqlite:///{tmp_path / 'slot.db'}",
+            settings=settings,
+            channels=[],
+            sync_feeds=False,
+        )
+        with app._store().unit() as repo:
+            repo.add_feed(feed, datetime.now(UTC))
+        stopped = app.run_once(stop=stop)
+        assert len(requested) <= 3, requested  # the page in hand, at most one more
+        assert stopped.articles_new <= 2, stopped.summary()
+        again = app.run_once()
+    assert stopped.articles_new + again.articles_new == len(articles), again.summary()

@@ -540,16 +540,32 @@ def test_copy_sqlite_to_postgres_keeps_stories_drift_and_alerts(
         assert repo.create_story("new", now) > max(s.id for s in source.stories())
 
 
-def test_the_refetch_task_fetches_due_pages_in_threads_and_stores_the_edits(
-    pg_cluster: PgCluster, tmp_path: Path
-) -> None:
-    """The worker's periodic ``refetch`` task takes every article due on the edit
-    ladder, fetches their pages concurrently (the worker's fetch threads, within the
-    per-domain budget), and stores an edited page as a new version, deferring its
-    analysis in the same transaction."""
+def _refetch_page(n: int, amount: int) -> str:
+    return (
+        f"<html lang='en'><body><article><h1>Vantor{n} raises</h1><p>Vantor{n} Robotics, "
+        f"a maker of warehouse robots, has raised ${amount} million in a Series B round. "
+        f"Vantor{n} employs {50 + n} people in Leeds and plans to double its team of "
+        "machine learning engineers within a year.</p></article></body></html>"
+    )
+
+
+def _run_refetch_task(
+    pg_cluster: PgCluster,
+    name: str,
+    *,
+    edited: set[int],
+    per_domain: int,
+    abort_after: int | None = None,
+) -> tuple[Store, list[Any], int]:
+    """Run the worker's real ``refetch`` task once (a real Procrastinate schema and job
+    context) over 8 stored articles due on the ladder, whose pages answer after 0.2 s,
+    those in ``edited`` with a changed text. ``abort_after``: the job is asked to abort
+    (as a stopping worker asks it) once that many pages have been requested. Returns the
+    store, the server's requests and the most it had in flight at once."""
     import dataclasses
 
     import procrastinate
+    from procrastinate.job_context import AbortReason
     from procrastinate.jobs import Job
 
     from pipeline.app import fetch_settings
@@ -560,7 +576,7 @@ def test_the_refetch_task_fetches_due_pages_in_threads_and_stores_the_edits(
     from pipeline.tasks import CONTEXT_KEY, WorkerContext
     from tests.httpserver import LoopbackServer, Reply
 
-    db = pg_cluster.create_database("refetch_task")
+    db = pg_cluster.create_database(name)
     app = build_app(db)
     store = Store.open(db)
     store.repo_class = task_repo_class(app)
@@ -573,20 +589,10 @@ def test_the_refetch_task_fetches_due_pages_in_threads_and_stores_the_edits(
             allow_private=True,
             obey_robots=False,
             per_domain_min_gap_s=0.0,
-            per_domain_concurrency=4,
+            per_domain_concurrency=per_domain,
         ),
     )
     now = datetime.now(UTC)
-    edited = {2, 5}
-
-    def page(n: int, amount: int) -> str:
-        return (
-            f"<html lang='en'><body><article><h1>Vantor{n} raises</h1><p>Vantor{n} Robotics, "
-            f"a maker of warehouse robots, has raised ${amount} million in a Series B round. "
-            f"Vantor{n} employs {50 + n} people in Leeds and plans to double its team of "
-            "machine learning engineers within a year.</p></article></body></html>"
-        )
-
     with LoopbackServer() as server:
         with store.unit() as repo:
             for n in range(8):
@@ -595,17 +601,22 @@ def test_the_refetch_task_fetches_due_pages_in_threads_and_stores_the_edits(
                     key=url, url=url, outlet="news.example", lang="en", published=now,
                     title=f"Vantor{n} raises", now=now,
                 )  # fmt: skip
-                first = extract_article(page(n, 100), url).text  # as first fetched
+                first = extract_article(_refetch_page(n, 100), url).text  # as first fetched
                 repo.add_version(
                     aid, title=f"Vantor{n} raises", text=first, method="trafilatura",
                     fetched_at=now, content_hash=content_hash(first),
                 )  # fmt: skip
                 repo.schedule_refetch(aid, step=0, at=now - timedelta(minutes=1))
-                served = page(n, 900 if n in edited else 100).encode()
+                served = _refetch_page(n, 900 if n in edited else 100).encode()
                 html = {"Content-Type": "text/html; charset=utf-8"}
                 server.route(f"/a/{n}", Reply(200, html, served, delay_s=0.2))
         with store.engine.begin() as conn:  # the first versions' analyses ran
             conn.execute(text("DELETE FROM procrastinate_jobs"))
+
+        def abort_reason() -> AbortReason | None:
+            asked = abort_after is not None and len(server.requests) >= abort_after
+            return AbortReason.SHUTDOWN if asked else None
+
         with Fetcher(fetch_settings(settings)) as fetcher, Workers(processes=1) as threads:
             ctx = WorkerContext(
                 store=store,
@@ -621,11 +632,25 @@ def test_the_refetch_task_fetches_due_pages_in_threads_and_stores_the_edits(
                 app=app,
                 job=job,
                 start_timestamp=time.time(),
-                abort_reason=lambda: None,
+                abort_reason=abort_reason,
                 additional_context={CONTEXT_KEY: ctx},
             )
             app.tasks["newsdrift.refetch"](context, timestamp=int(now.timestamp()))
-        assert len(server.requests) == 8 and server.max_concurrent > 1  # in threads
+        return store, list(server.requests), server.max_concurrent
+
+
+def test_the_refetch_task_fetches_due_pages_in_threads_and_stores_the_edits(
+    pg_cluster: PgCluster,
+) -> None:
+    """The worker's periodic ``refetch`` task takes every article due on the edit
+    ladder, fetches their pages concurrently (the worker's fetch threads, within the
+    per-domain budget), and stores an edited page as a new version, deferring its
+    analysis in the same transaction."""
+    edited = {2, 5}
+    store, requests, in_flight = _run_refetch_task(
+        pg_cluster, "refetch_task", edited=edited, per_domain=4
+    )
+    assert len(requests) == 8 and 1 < in_flight <= 4  # in threads, within the budget
     versions = scalar(store, "SELECT count(*) FROM article_versions")
     assert versions == 8 + len(edited)
     assert scalar(store, "SELECT count(*) FROM articles WHERE refetch_step = 1") == 8
@@ -635,4 +660,29 @@ def test_the_refetch_task_fetches_due_pages_in_threads_and_stores_the_edits(
         "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'newsdrift.analyse_article'",
     )
     assert deferred == len(edited)
+    store.close()
+
+
+def test_the_refetch_task_ends_after_the_page_in_hand_when_its_worker_stops(
+    pg_cluster: PgCluster,
+) -> None:
+    """A stopping worker asks its running jobs to abort (after ``shutdown_grace_s``); the
+    re-fetch task, which Procrastinate cannot interrupt, ends after the page in hand
+    instead of working through every due article, and the rest stay due for the next
+    run. Pages one at a time (a budget of 1), so that the stop falls between them."""
+    store, requests, _ = _run_refetch_task(
+        pg_cluster, "refetch_stop", edited=set(range(8)), per_domain=1, abort_after=2
+    )
+    assert 2 <= len(requests) <= 3  # the page in hand when asked, at most one more
+    moved = scalar(store, "SELECT count(*) FROM articles WHERE refetch_step = 1")
+    assert 1 <= moved <= len(requests)
+    # a page re-fetched is stored whole: its new version, its rung and its analysis job
+    assert scalar(store, "SELECT count(*) FROM article_versions") == 8 + moved
+    deferred = scalar(
+        store,
+        "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'newsdrift.analyse_article'",
+    )
+    assert deferred == moved
+    # the others were not touched: still on their first rung, due as before
+    assert scalar(store, "SELECT count(*) FROM articles WHERE refetch_step = 0") == 8 - moved
     store.close()
