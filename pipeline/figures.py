@@ -77,11 +77,8 @@ _ARTICLE_BEFORE_RE = re.compile(
 )
 
 
-def load_lexicons(config_dir: Path | None = None) -> Mapping[str, FigureLexicon]:
-    """Read every ``lexicons/figures.<lang>.toml`` under ``config_dir`` (default: shipped).
-
-    Organisation names are shared between languages: each lexicon gets the union.
-    """
+def lexicon_files(config_dir: Path | None = None) -> list[Path]:
+    """The ``lexicons/figures.<lang>.toml`` files under ``config_dir`` (default: shipped)."""
     if config_dir is None:
         from pipeline.paths import shipped_config_dir
 
@@ -89,7 +86,15 @@ def load_lexicons(config_dir: Path | None = None) -> Mapping[str, FigureLexicon]
     files = sorted((config_dir / "lexicons").glob("figures.*.toml"))
     if not files:
         raise ConfigError("no lexicons/figures.*.toml found", path=str(config_dir))
-    lexicons = [load_lexicon_file(f) for f in files]
+    return files
+
+
+def load_lexicons(config_dir: Path | None = None) -> Mapping[str, FigureLexicon]:
+    """Read every ``lexicons/figures.<lang>.toml`` under ``config_dir`` (default: shipped).
+
+    Organisation names are shared between languages: each lexicon gets the union.
+    """
+    lexicons = [load_lexicon_file(f) for f in lexicon_files(config_dir)]
     known = tuple(sorted({n for lx in lexicons for n in lx.known_orgs}))
     shared = [replace(lx, known_orgs=known) for lx in lexicons]
     return {lx.lang: replace(lx, orgs=org_patterns(shared, lx.lang)) for lx in shared}

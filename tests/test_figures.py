@@ -225,6 +225,31 @@ def test_lexicon_errors_name_the_file(tmp_path: Path) -> None:
         load_lexicons(tmp_path)
 
 
+def test_pool_workers_keep_their_lexicons_until_a_file_changes(tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    from pipeline.figures import lexicon_files
+    from pipeline.work import worker_lexicons
+
+    (tmp_path / "lexicons").mkdir()
+    for f in lexicon_files(None):
+        shutil.copy(f, tmp_path / "lexicons" / f.name)
+    first = worker_lexicons(tmp_path)
+    assert worker_lexicons(tmp_path) is first  # loaded once
+    assert set(first) == {"de", "en"}
+    # an edit, even one that keeps the size and the second of the old modification time
+    en = tmp_path / "lexicons" / "figures.en.toml"
+    before = en.stat()
+    en.write_text(en.read_text("utf-8").replace('lang = "en"', 'lang = "EN"', 1), "utf-8")
+    os.utime(en, ns=(before.st_atime_ns, before.st_mtime_ns + 1))
+    assert en.stat().st_size == before.st_size
+    edited = worker_lexicons(tmp_path)
+    assert edited is not first and set(edited) == {"de", "EN"}
+    (tmp_path / "lexicons" / "figures.xx.toml").write_text('lang = "xx"\n', "utf-8")
+    assert set(worker_lexicons(tmp_path)) == {"de", "EN", "xx"}  # a new file
+
+
 def test_names_after_one_word_and_multi_word_descriptors() -> None:
     from pipeline.figures_context import find_orgs
     from pipeline.figures_lexicon import build_lexicon
