@@ -244,7 +244,8 @@ def strong_keys(keys: Iterable[str]) -> list[str]:
 
 class TaskRepo(Repo):
     """A ``Repo`` for workers: a stored version defers its analysis in the same
-    transaction, and story candidates are read under locks on the blocking keys."""
+    transaction, and story candidates and key counts are read under locks on the
+    blocking keys."""
 
     app: procrastinate.App  # set by ``task_repo_class``
 
@@ -253,6 +254,16 @@ class TaskRepo(Repo):
         if version is not None:
             defer_analysis(self, self.app.tasks["newsdrift.analyse_article"], article_id)
         return version
+
+    def key_counts(
+        self, keys: Sequence[str], since: datetime, until: datetime | None = None
+    ) -> dict[str, int]:
+        # Story assignment counts its keys before it reads candidates: under the same
+        # locks, so that the rarity weights and the stop keys count the article another
+        # worker is attaching too, as a serial run would (a lock held twice in one
+        # transaction is held once more, not waited for).
+        lock_keys(self.s, [f"key:{k}" for k in strong_keys(keys)])
+        return super().key_counts(keys, since, until)
 
     def candidates(
         self, keys: Iterable[str], since: datetime, **kwargs: Any

@@ -479,12 +479,26 @@ def _assign_concurrently(store: Store, now: datetime) -> set[int | None]:
 
 
 def test_two_workers_assigning_one_event_at_once_end_with_one_story(pg_store: Store) -> None:
+    """B waits for A's commit on their shared keys, then counts its keys and reads its
+    candidates: it sees A's article in both, as a serial run would."""
     now = datetime(2026, 3, 2, 9, tzinfo=UTC)
     app = build_app(str(pg_store.engine.url))
     ensure_schema(app, pg_store)
-    pg_store.repo_class = task_repo_class(app)
+    counted: list[dict[str, int]] = []
+    task_repo = task_repo_class(app)
+
+    class Counting(task_repo):  # type: ignore[valid-type,misc]
+        def key_counts(self, keys: Any, since: Any, until: Any = None) -> dict[str, int]:
+            counts = super().key_counts(keys, since, until)
+            counted.append(counts)
+            return counts
+
+    pg_store.repo_class = Counting
     stories = _assign_concurrently(pg_store, now)
     assert len(stories) == 1 and None not in stories
+    a, b = counted
+    assert a == {}  # A came first: nothing in the window yet
+    assert b and max(b.values()) == 1  # A's article, committed while B waited
 
 
 def test_without_the_key_locks_the_same_race_makes_two_stories(pg_store: Store) -> None:
