@@ -189,7 +189,7 @@ def minhash(shingles: Iterable[bytes]) -> tuple[int, ...]:
     ``_fmix32``, then ``a * h + b`` modulo 2**32 per permutation, the minimum kept).
 
     Ours rather than datasketch's because importing ``datasketch`` imports its LSH classes,
-    and with them SciPy: 0.4-0.5 s in every process (the CLI, the cycle, each pool worker)
+    and with them SciPy: 0.35-0.5 s in every process (the CLI, the cycle, each pool worker)
     for two lines of arithmetic. ``tests/test_stories.py`` checks the equality against
     datasketch, which stays a test dependency; stored fingerprints stay valid.
     """

@@ -81,8 +81,8 @@ class WorkerContext:
 class AbortRequested:
     """A long task's stop flag (``pipeline.run.StopFlag``): set once Procrastinate asks
     its job to abort. A stopping worker asks that of the jobs still running after
-    ``SHUTDOWN_GRACE_S`` (``pipeline.worker``); Procrastinate cannot interrupt a
-    synchronous task, so the task must ask."""
+    ``WorkerOptions.shutdown_grace_s`` (``pipeline.worker``); Procrastinate cannot
+    interrupt a synchronous task, so the task must ask."""
 
     context: procrastinate.JobContext
 
