@@ -14,29 +14,24 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
 from pipeline import drift as drift_mod
 from pipeline.errors import ConfigError
-from pipeline.fetch import Fetcher, FetchSettings
-from pipeline.models import FeedConfig, FeedState, IngestItem
+from pipeline.models import Clock, FeedConfig, FeedState, IngestItem, utcnow
 from pipeline.notify import AppriseChannel, Channel, FileChannel, NotifyError, StreamChannel
 from pipeline.opml import parse_opml, to_opml
-from pipeline.run import (
-    Analysis,
-    Clock,
-    RunReport,
-    Workers,
-    drift_rules,
-    finish_analysis,
-    ingest,
-    run_cycle,
-    utcnow,
-)
 from pipeline.settings import Settings, feeds_path, load_feeds, load_settings
 from storage.repository import AlertRecord, ArticleRecord, Store, StorySummary, lease_holder
+
+# The pipeline proper (HTTP, extraction, figures, stories: about 0.4 s of imports) is
+# imported where it is used, so that listing commands (status, stories, drift …) start
+# without it.
+if TYPE_CHECKING:
+    from pipeline.fetch import Fetcher, FetchSettings
+    from pipeline.run import Analysis, RunReport, Workers
 
 CYCLE_LEASE = "cycle"
 # A killed run's lease expires after this; a live run renews it each cycle.
@@ -47,6 +42,8 @@ LEASE_RENEW_AFTER = LEASE_TTL / 3
 
 
 def fetch_settings(settings: Settings) -> FetchSettings:
+    from pipeline.fetch import FetchSettings
+
     f = settings.fetch
     return FetchSettings(
         user_agent=f.full_user_agent,
@@ -114,6 +111,8 @@ class App:
 
     def _fetcher(self) -> Fetcher:
         if self.fetcher is None:
+            from pipeline.fetch import Fetcher
+
             self.fetcher = Fetcher(fetch_settings(self._settings()))
         return self.fetcher
 
@@ -124,6 +123,8 @@ class App:
         scripts/soak.py, and made a half-edited lexicon fail every cycle.)
         """
         if use_topic not in self._analyses:
+            from pipeline.run import Analysis
+
             self._analyses[use_topic] = Analysis.from_settings(
                 self._settings(), use_topic=use_topic
             )
@@ -180,6 +181,8 @@ class App:
     ) -> RunReport:
         """One cycle under the database lease (cron mode and the daemon both call this);
         ``workers``: the daemon's threads and pool, kept between its cycles."""
+        from pipeline.run import run_cycle
+
         with self.leased() as (store, renew):
             if self.sync_feeds:
                 self.sync_config_feeds()
@@ -199,11 +202,15 @@ class App:
 
     def workers(self) -> Workers:
         """Fetch threads and a process pool as this App's settings ask for."""
+        from pipeline.run import Workers
+
         return Workers(self._settings().fetch.processes or None)
 
     def ingest(
         self, items: Sequence[IngestItem], *, keep_all: bool = False, progress: Any = None
     ) -> RunReport:
+        from pipeline.run import RunReport, finish_analysis, ingest
+
         with self.leased() as (store, _renew):
             report = RunReport()
             # Recorded as a run, like a cycle: a finished run bounds the alert re-check of
@@ -328,7 +335,7 @@ class App:
         revisions: bool = False,
     ) -> list[dict[str, Any]]:
         """Drift-table rows: each observation with its group's status (or revisions)."""
-        rules = drift_rules(self._settings())
+        rules = drift_mod.drift_rules(self._settings())
         with self._store().unit() as repo:
             obs = repo.observations(
                 story_id=story_id, metric=metric, as_of=as_of, history=revisions, since=since

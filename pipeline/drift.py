@@ -22,8 +22,12 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from pipeline.models import Finding, Observation
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 _SPLIT = re.compile(r"\s*(?:→|->|,|;|\bund\b|\band\b|&)\s*")
 
@@ -78,6 +82,19 @@ class DriftRules:
 
     def tolerance(self, kind: str) -> float:
         return self.tolerance_by_kind.get(kind, self.relative_tolerance)
+
+
+def drift_rules(settings: Settings) -> DriftRules:
+    """The drift rules of the settings' ``[drift]`` table."""
+    d = settings.drift
+    return DriftRules(
+        relative_tolerance=d.relative_tolerance,
+        metrics=d.metrics,
+        tolerance_by_kind=d.tolerance,
+        rates=d.rates,
+        rates_base=d.rates_base,
+        rates_date=d.rates_date,
+    )
 
 
 def _subject_groups(obs: Sequence[Observation]) -> list[list[Observation]]:

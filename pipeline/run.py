@@ -19,7 +19,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPool
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -33,7 +33,7 @@ from pipeline.alerts import (
     plan_feed_alerts,
     plan_yield_alerts,
 )
-from pipeline.drift import DriftRules, findings, revisions
+from pipeline.drift import DriftRules, drift_rules, findings, revisions
 from pipeline.errors import (
     ConfigError,
     ExtractionError,
@@ -49,12 +49,14 @@ from pipeline.fetch import Fetcher, FetchResult, status_of
 from pipeline.figures import FigureLexicon, load_lexicons
 from pipeline.models import (
     FEED_SUMMARY,
+    Clock,
     Extracted,
     FeedEntry,
     FeedState,
     IngestItem,
     RefetchDue,
     StoredArticle,
+    utcnow,
 )
 from pipeline.notify import Channel, NotifyError
 from pipeline.polling import next_poll
@@ -71,8 +73,6 @@ from pipeline.work import (
 from storage.repository import PendingDelivery, Repo, Store
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
 
 # A permanent redirect moves the stored feed URL after this many consistent sightings.
 REDIRECT_CONFIRMATIONS = 3
@@ -110,10 +110,6 @@ COMMIT_AFTER_S = 0.25
 # Extraction yield compares an outlet's last two days with the twelve before.
 YIELD_RECENT = timedelta(days=2)
 YIELD_BEFORE = timedelta(days=12)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class StopFlag(Protocol):
@@ -208,18 +204,6 @@ class Analysis:
             ),
             lexicon_source=(lexicon_dir,),
         )
-
-
-def drift_rules(settings: Settings) -> DriftRules:
-    d = settings.drift
-    return DriftRules(
-        relative_tolerance=d.relative_tolerance,
-        metrics=d.metrics,
-        tolerance_by_kind=d.tolerance,
-        rates=d.rates,
-        rates_base=d.rates_base,
-        rates_date=d.rates_date,
-    )
 
 
 class Tracker:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -67,3 +71,23 @@ def test_listings_take_every_format(path: list[str]) -> None:
     fmt = next(p for p in cmd.params if p.name == "fmt")
     assert isinstance(fmt.type, click.Choice)
     assert set(fmt.type.choices) == {"table", "json", "csv"}
+
+
+@pytest.mark.parametrize(
+    "command", [["status"], ["stories"], ["drift"], ["alerts"], ["feeds", "list"]]
+)
+def test_listing_commands_start_without_the_fetching_and_analysis_stack(
+    command: list[str], tmp_path: Path
+) -> None:
+    # HTTP, extraction, figures and stories cost about 0.4 s of imports (half of such a
+    # command's time) and listing commands need none of them
+    heavy = ("pipeline.run", "pipeline.fetch", "trafilatura", "httpx", "numpy", "rapidfuzz")
+    args = ["--db", f"sqlite:///{tmp_path / 'list.db'}", *command]
+    code = (
+        "import sys\n"
+        "from pipeline.cli import main\n"
+        f"main({args!r}, standalone_mode=False)\n"
+        f"print('LOADED', sorted(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "LOADED []", out.stdout + out.stderr
