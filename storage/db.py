@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +24,34 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 MIGRATION_LOCK_KEY = 0x6E646D696772
 
 
+SQLITE_BUSY_TIMEOUT_S = 10.0
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _switch_to_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
     cursor.close()
+
+
+def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
+    """WAL mode, waiting as for any other lock. Two processes opening a new database at
+    the same instant (two cron runs) both switch it; SQLite answers one of them
+    "database is locked" at once, without its busy handler. Once the file is in WAL mode
+    the pragma changes nothing, so the loser tries again until the other is done."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    pause = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, 0.1)
 
 
 def create_db_engine(url: str) -> Engine:
@@ -47,7 +70,9 @@ def create_db_engine(url: str) -> Engine:
         # Named parameters: a value bound several times in one statement (the story
         # window's bounds, once per branch of Repo.candidates) is converted once, not
         # once per "?": 218,000 → 72,000 conversions in a 1,000-article cycle.
-        engine = create_engine(parsed, connect_args={"timeout": 10}, paramstyle="named")
+        engine = create_engine(
+            parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, paramstyle="named"
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     engine = create_engine(parsed, pool_pre_ping=True)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +47,33 @@ def test_migrations_create_schema_with_wal_and_foreign_keys(tmp_path: Path) -> N
     } <= tables
     assert con.execute("pragma journal_mode").fetchone()[0] == "wal"
     con.close()
+
+
+def _open_at_the_barrier(url: str, barrier: Any, errors: Any) -> None:
+    barrier.wait()
+    try:
+        Store.open(url).close()
+    except StorageError as e:
+        errors.put(str(e))
+
+
+def test_two_processes_opening_a_new_database_at_once_both_open_it(tmp_path: Path) -> None:
+    """Two cron runs starting together on a new file both switch it to WAL; SQLite
+    answered one of them "database is locked" at once (about one round in four here)."""
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.Queue()
+    for i in range(25):
+        url = f"sqlite:///{tmp_path / f'new{i}.db'}"
+        barrier = ctx.Barrier(2)
+        procs = [
+            ctx.Process(target=_open_at_the_barrier, args=(url, barrier, errors)) for _ in range(2)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0, 0]
+        assert errors.empty(), errors.get()
 
 
 def test_bad_url_is_a_clear_error() -> None:
