@@ -151,6 +151,9 @@ _WIDEN_STORY = (
 
 
 _MIN_BRANCHES = 16  # Repo.candidates pads its keys to 16, 32, 64 ... (None matches no key)
+# More keys than this (a page of tables: hundreds of numbers) take the window-function
+# statement: SQLite refuses a compound SELECT of more than 500 terms.
+_MAX_BRANCHES = 256
 
 
 @lru_cache(maxsize=16)
@@ -182,6 +185,28 @@ def _top_candidates(keys: int, per_key: int, min_shared: int, max_candidates: in
         .group_by(postings.c.article_id)
         .having(shared >= min_shared)
         .order_by(shared.desc(), postings.c.article_id.desc())
+        .limit(max_candidates)
+    )
+
+
+@lru_cache(maxsize=4)
+def _top_candidates_ranked(per_key: int, min_shared: int, max_candidates: int) -> Select[Any]:
+    """The same ranking for any number of keys (bound as one list): a window function
+    numbers each key's postings in the window, newest first. It reads all of them, so
+    it serves only articles with more keys than ``_MAX_BRANCHES``."""
+    rank = (
+        func.row_number()
+        .over(partition_by=_K.key, order_by=(_K.published.desc(), _K.article_id.desc()))
+        .label("rank")
+    )
+    ranked = select(_K.article_id, rank).where(*_WINDOW_KEYS).subquery()
+    shared = func.count().label("shared")
+    return (
+        select(ranked.c.article_id, shared)
+        .where(ranked.c.rank <= per_key, ranked.c.article_id != bindparam("exclude"))
+        .group_by(ranked.c.article_id)
+        .having(shared >= min_shared)
+        .order_by(shared.desc(), ranked.c.article_id.desc())
         .limit(max_candidates)
     )
 
@@ -811,13 +836,17 @@ class Repo:
         usable = [k for k in wanted if df.get(k, 0) < per_key or df.get(k, 0) <= stop_df]
         if not usable:
             return []
-        # a few statement sizes, not one per key count: each is compiled and prepared once
-        size = max(_MIN_BRANCHES, 1 << (len(usable) - 1).bit_length())
-        top = _top_candidates(size, per_key, min_shared, max_candidates)
-        params: dict[str, Any] = {f"key_{i}": None for i in range(len(usable), size)}
-        params.update((f"key_{i}", key) for i, key in enumerate(usable))
         window = {"since": since, "until": until or MAX_TIME, "exclude": exclude}
-        found = self.s.execute(top, params | window)
+        if len(usable) > _MAX_BRANCHES:
+            ranked = _top_candidates_ranked(per_key, min_shared, max_candidates)
+            found = self.s.execute(ranked, {"keys": usable} | window)
+        else:
+            # a few statement sizes, not one per key count: each is compiled and prepared once
+            size = max(_MIN_BRANCHES, 1 << (len(usable) - 1).bit_length())
+            top = _top_candidates(size, per_key, min_shared, max_candidates)
+            params: dict[str, Any] = {f"key_{i}": None for i in range(len(usable), size)}
+            params.update((f"key_{i}", key) for i, key in enumerate(usable))
+            found = self.s.execute(top, params | window)
         order = {aid: i for i, (aid, _n) in enumerate(found)}
         if not order:
             return []

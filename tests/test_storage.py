@@ -329,6 +329,36 @@ def test_per_article_lookups_use_indexes_not_table_scans(tmp_path: Path) -> None
     assert scans == [], "\n".join(f"{plan}: {sql}" for plan, sql in scans)
 
 
+def test_candidates_of_an_article_with_hundreds_of_keys(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page of tables has hundreds of numbers, each a blocking key: more branches than
+    SQLite allows in one compound SELECT. Such an article takes the window-function
+    statement, which ranks as the branch statement does."""
+    from storage import repository
+
+    numbers = [f"x:n:{i}" for i in range(600)]
+    since = T - timedelta(days=4)
+    with store.unit() as repo:
+        sid = repo.create_story("t", T)
+        ids = []
+        for i, keys in enumerate([numbers[:400], numbers[:5], numbers[3:40], ["e:other"]]):
+            url = f"https://a.example/{i}"
+            aid, _ = repo.add_article(
+                key=url, url=url, outlet="A", lang="en", published=T, title="t", now=T
+            )
+            repo.attach(aid, sid, level="new", score=0.0, fingerprint={}, keys=keys, published=T)
+            ids.append(aid)
+        found = [aid for aid, _s, _f in repo.candidates(numbers, since, until=T)]
+        assert found == [ids[0], ids[2], ids[1]]  # 400, 37 and 5 keys shared
+        # both statements rank alike where both apply
+        few = numbers[:40]
+        branches = repo.candidates(few, since, until=T, min_shared=1)
+        monkeypatch.setattr(repository, "_MAX_BRANCHES", 8)
+        assert repo.candidates(few, since, until=T, min_shared=1) == branches
+        assert [aid for aid, _s, _f in branches] == [ids[0], ids[2], ids[1]]
+
+
 def test_candidates_read_each_keys_newest_postings_from_the_covering_index(
     tmp_path: Path,
 ) -> None:
