@@ -319,8 +319,21 @@ def describe(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def integrity_check(db_path: Path) -> str:
-    """SQLite's ``PRAGMA integrity_check`` of ``db_path`` (``"ok"`` when sound)."""
-    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+    """SQLite's ``PRAGMA integrity_check`` of ``db_path`` (``"ok"`` when sound).
+
+    Read-only first; a process SIGKILLed mid-write can leave a WAL that must be
+    recovered, which a read-only connection cannot do ("attempt to write a readonly
+    database"): then read-write, as the next run would open it."""
+    try:
+        return _integrity(f"file:{db_path}?mode=ro")
+    except sqlite3.OperationalError as e:
+        if "readonly" not in str(e):
+            raise
+        return _integrity(f"file:{db_path}")
+
+
+def _integrity(uri: str) -> str:
+    con = sqlite3.connect(uri, uri=True, timeout=30)
     try:
         rows = con.execute("PRAGMA integrity_check").fetchall()
     finally:
