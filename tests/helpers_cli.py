@@ -327,7 +327,7 @@ def integrity_check(db_path: Path) -> str:
     try:
         return _integrity(f"file:{db_path}?mode=ro")
     except sqlite3.OperationalError as e:
-        if "readonly" not in str(e):
+        if e.sqlite_errorcode & 0xFF != sqlite3.SQLITE_READONLY:  # extended codes too
             raise
         return _integrity(f"file:{db_path}")
 
