@@ -240,25 +240,38 @@ def _pair_doc(text: str, lang: str) -> Document:
     return Document(title=title, text=text, lang=lang)
 
 
+def pair_langs(row: dict[str, Any]) -> str:
+    """A SemEval pair's language pair ("de-de", "en-en", "de-en")."""
+    return f"{row['lang1']}-{row['lang2']}"
+
+
+def semeval_verdicts(
+    rows: Sequence[dict[str, Any]], make: FingerprintFn, th: Thresholds = THRESHOLDS
+) -> list[tuple[bool, float]]:
+    """For each pair, the clustering decision ("same story") and the rule similarity."""
+    pairs: list[tuple[Fingerprint, Fingerprint]] = []
+    for r in rows:
+        docs = [_pair_doc(r["text1"], r["lang1"]), _pair_doc(r["text2"], r["lang2"])]
+        a, b = (make(d) for d in docs)
+        pairs.append((a, b))
+    rarity = background_rarity([fp for pair in pairs for fp in pair])
+    out = []
+    for a, b in pairs:
+        # the clustering decision: b is blocked with a (shares enough keys) and assigned to it
+        shared = len(blocking_keys(a) & blocking_keys(b))
+        decided = assign(b, [Candidate(1, 1, a)], th, rarity).story_id == 1
+        out.append((shared >= th.min_shared_keys and decided, similarity(a, b, th, rarity).score))
+    return out
+
+
 def eval_semeval(
     path: Path, make: FingerprintFn, scores: dict[str, float], th: Thresholds = THRESHOLDS
 ) -> None:
     rows = read_jsonl(path)
     print(f"SemEval-2022 task 8 pairs ({len(rows)})")
     groups: dict[str, list[tuple[dict[str, Any], float, float, bool]]] = defaultdict(list)
-    pairs: list[tuple[dict[str, Any], Fingerprint, Fingerprint]] = []
-    for r in rows:
-        docs = [_pair_doc(r["text1"], r["lang1"]), _pair_doc(r["text2"], r["lang2"])]
-        a, b = (make(d) for d in docs)
-        pairs.append((r, a, b))
-    rarity = background_rarity([fp for _, a, b in pairs for fp in (a, b)])
-    for r, a, b in pairs:
-        # the clustering decision: b is blocked with a (shares enough keys) and assigned to it
-        shared = len(blocking_keys(a) & blocking_keys(b))
-        decided = assign(b, [Candidate(1, 1, a)], th, rarity).story_id == 1
-        same = shared >= th.min_shared_keys and decided
-        sim = similarity(a, b, th, rarity).score
-        groups[f"{r['lang1']}-{r['lang2']}"].append((r, r["score"], sim, same))
+    for r, (same, sim) in zip(rows, semeval_verdicts(rows, make, th), strict=True):
+        groups[pair_langs(r)].append((r, r["score"], sim, same))
     halves: dict[str, Callable[[dict[str, Any]], bool]] = {
         "": lambda r: True,
         "tune.": lambda r: semeval_half(r) == "tune",
