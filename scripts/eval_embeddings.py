@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from eval_stories import (
+    SAME_MAX,
+    UNRELATED_MIN,
     figure_extractor,
     fingerprinter,
     pair_langs,
@@ -114,9 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             report(
                 lp,
                 [
-                    (semeval_half(r), r["score"] <= 1.5, decided, sim, cos)
+                    (semeval_half(r), r["score"] <= SAME_MAX, decided, sim, cos)
                     for r, (decided, sim), cos in zip(rows, verdicts, cosines, strict=True)
-                    if pair_langs(r) == lp and (r["score"] <= 1.5 or r["score"] >= 3)
+                    if pair_langs(r) == lp and not SAME_MAX < r["score"] < UNRELATED_MIN
                 ],
             )
     return 0

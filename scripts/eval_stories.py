@@ -240,6 +240,11 @@ def _pair_doc(text: str, lang: str) -> Document:
     return Document(title=title, text=text, lang=lang)
 
 
+# SemEval's scale runs from 1 (same story) to 4 (unrelated); pairs in between are left out
+SAME_MAX = 1.5  # a pair scored at most this is a positive
+UNRELATED_MIN = 3.0  # a pair scored at least this is a negative
+
+
 def pair_langs(row: dict[str, Any]) -> str:
     """A SemEval pair's language pair ("de-de", "en-en", "de-en")."""
     return f"{row['lang1']}-{row['lang2']}"
@@ -282,15 +287,15 @@ def eval_semeval(
             items = [(s, sim, same) for r, s, sim, same in groups.get(lp, []) if keep(r)]
             if not items:
                 continue
-            tp = sum(1 for s, _, same in items if s <= 1.5 and same)
-            fp = sum(1 for s, _, same in items if s >= 3 and same)
-            fn = sum(1 for s, _, same in items if s <= 1.5 and not same)
+            tp = sum(1 for s, _, same in items if s <= SAME_MAX and same)
+            fp = sum(1 for s, _, same in items if s >= UNRELATED_MIN and same)
+            fn = sum(1 for s, _, same in items if s <= SAME_MAX and not same)
             p = tp / (tp + fp) if tp + fp else 0.0
             rec = tp / (tp + fn) if tp + fn else 0.0
             f = 2 * p * rec / (p + rec) if p + rec else 0.0
             rho = spearman([s for s, _, _ in items], [sim for _, sim, _ in items])
-            n_pos = sum(1 for s, _, _ in items if s <= 1.5)
-            n_neg = sum(1 for s, _, _ in items if s >= 3)
+            n_pos = sum(1 for s, _, _ in items if s <= SAME_MAX)
+            n_neg = sum(1 for s, _, _ in items if s >= UNRELATED_MIN)
             label = f"{lp} {prefix.rstrip('.') or 'all':8s}"
             print(
                 f"  {label}: same-story P={p:.3f} R={rec:.3f} F1={f:.3f} "
