@@ -23,7 +23,6 @@ from urllib.parse import urljoin
 import charset_normalizer
 import trafilatura
 from htmldate import find_date
-from lxml import etree
 from trafilatura.metadata import examine_meta, extract_meta_json, extract_sitename, extract_title
 
 from pipeline.errors import ExtractionError
@@ -350,16 +349,6 @@ def _text(doc: Any) -> str:
 
 # plain lxml elements: lxml.html's element classes make walking every node (visible_text)
 # twice as slow, and nothing here needs their methods
-_HTML_PARSER = etree.HTMLParser()
-
-
-def _parse_tree(html: str) -> Any | None:
-    try:
-        return etree.fromstring(html, _HTML_PARSER)
-    except (etree.ParserError, ValueError):
-        return None
-
-
 # One extraction at a time in a process. libxml2 under trafilatura, lxml and htmldate
 # (module-level parser objects shared by every thread) crashed a process with 16 threads
 # extracting at once: "double free or corruption", twice in about a dozen benchmark
@@ -389,14 +378,15 @@ def _extract_article(html: str, url: str | None) -> Extracted:
     where = url or "<html>"
     if not html or not html.strip():
         raise ExtractionError(where, "empty page")
-    tree = _parse_tree(html)
-    page = trafilatura.load_html(html)  # trafilatura's tree (lxml.html): its runs take copies
+    # One parse serves everything: trafilatura's runs copy the tree they are given
+    # (``bare_extraction``), so the page stays as parsed for newsdrift's own reads.
+    page = trafilatura.load_html(html)
     if page is None:
         raise ExtractionError(where, "no HTML document found")
     text = _text(_bare(page, url))
     method = "trafilatura"
-    lost = missing_amounts(visible_text(tree), text) if tree is not None else set()
-    if not text or (lost and _lost_in_article(tree, text, lost)):
+    lost = missing_amounts(visible_text(page), text)
+    if not text or (lost and _lost_in_article(page, text, lost)):
         recall_text = _text(_bare(page, url, recall=True))
         if recall_text and _recall_is_better(text, recall_text, lost):
             text, method = recall_text, "trafilatura-recall"
@@ -408,20 +398,20 @@ def _extract_article(html: str, url: str | None) -> Extracted:
         raise ExtractionError(
             where, f"only {words} words of text found (a consent wall, paywall or empty page?)"
         )
-    if lost and tree is not None:
-        rescued = rescue_blocks(tree, text, lost)
+    if lost:
+        rescued = rescue_blocks(page, text, lost)
         if rescued:
             text = "\n".join([text, *rescued])
             method += "+rescue"
     title, site = _metadata(page)
-    if not title and tree is not None:
-        title = _html_title(tree)
-    canonical = _canonical(tree, url) if tree is not None else None
+    if not title:
+        title = _html_title(page)
+    canonical = _canonical(page, url)
     return Extracted(
         title=title,
         text=text,
-        published=_published(tree, page, canonical or url),
-        lang=_lang(tree),
+        published=_published(page, canonical or url),
+        lang=_lang(page),
         site=site,
         method=method,
         canonical_url=canonical,
@@ -524,8 +514,7 @@ def _content_container(tree: Any, text: str) -> Any | None:
     matched = [
         p
         for p in tree.iter("p")
-        if len(_norm(_text_content(p))) >= MIN_MATCH_PARAGRAPH_CHARS
-        and _norm(_text_content(p)) in flat
+        if len(said := _norm(_text_content(p))) >= MIN_MATCH_PARAGRAPH_CHARS and said in flat
     ]
     if not matched:
         return None
@@ -644,28 +633,27 @@ def _parse_iso(value: str) -> datetime | None:
     return parsed.astimezone(UTC)
 
 
-def _published(tree: Any | None, page: Any, url: str | None) -> datetime | None:
+def _published(page: Any, url: str | None) -> datetime | None:
     """The publication time: the page's date tags (meta, JSON-LD, ``<time pubdate>``),
-    which carry the time of day; else htmldate's search of the page (``page``:
-    trafilatura's tree, ``url``: the canonical URL, whose path may hold the date)."""
-    if tree is not None:
-        for meta in tree.iter("meta"):
-            name = (meta.get("property") or meta.get("name") or meta.get("itemprop") or "").lower()
-            if name in _PUBLISHED_META:
-                parsed = _parse_iso(meta.get("content") or "")
-                if parsed is not None:
-                    return parsed
-        for script in tree.iter("script"):
-            if (script.get("type") or "").lower() != "application/ld+json":
-                continue
-            found = _jsonld_date(script.text or "")
-            if found is not None:
-                return found
-        for time_el in tree.iter("time"):
-            if time_el.get("pubdate") is not None or "published" in (time_el.get("class") or ""):
-                parsed = _parse_iso(time_el.get("datetime") or "")
-                if parsed is not None:
-                    return parsed
+    which carry the time of day; else htmldate's search of the page (``url``: the
+    canonical URL, whose path may hold the date)."""
+    for meta in page.iter("meta"):
+        name = (meta.get("property") or meta.get("name") or meta.get("itemprop") or "").lower()
+        if name in _PUBLISHED_META:
+            parsed = _parse_iso(meta.get("content") or "")
+            if parsed is not None:
+                return parsed
+    for script in page.iter("script"):
+        if (script.get("type") or "").lower() != "application/ld+json":
+            continue
+        found = _jsonld_date(script.text or "")
+        if found is not None:
+            return found
+    for time_el in page.iter("time"):
+        if time_el.get("pubdate") is not None or "published" in (time_el.get("class") or ""):
+            parsed = _parse_iso(time_el.get("datetime") or "")
+            if parsed is not None:
+                return parsed
     date = find_date(
         page, url=url, extensive_search=True, original_date=True, outputformat=_DATE_FORMAT
     )
