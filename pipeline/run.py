@@ -70,7 +70,7 @@ from pipeline.work import (
     process_in_worker,
     process_page,
 )
-from storage.repository import PendingDelivery, Repo, Store
+from storage.repository import PendingDelivery, Repo, Store, WindowCounter
 
 log = logging.getLogger(__name__)
 
@@ -1066,10 +1066,13 @@ def analyse_version(
     analysis: Analysis,
     now: datetime,
     prepared: Prepared | None = None,
+    windows: WindowCounter | None = None,
 ) -> int:
     """Figures and story assignment of one stored version; returns its story id.
 
-    ``prepared`` is ``prepare_version``'s result when a pool worker computed it.
+    ``prepared`` is ``prepare_version``'s result when a pool worker computed it;
+    ``windows`` counts the story windows of a run of analyses in publication order
+    (``analyse_pending``), the window is counted whole without it.
     """
     published = article.published or now
     figures, fp, keys = prepared or prepare_version(article, published, analysis.lexicons)
@@ -1102,9 +1105,8 @@ def analyse_version(
             for aid, sid, fj in raw
             if fj
         ]
-        rarity = stories.Rarity(
-            {k: counts[k] for k in features if k in counts}, repo.window_size(since, until)
-        )
+        n_docs = windows.size(repo, since, until) if windows else repo.window_size(since, until)
+        rarity = stories.Rarity({k: counts[k] for k in features if k in counts}, n_docs)
         decision = stories.assign(fp, candidates, rarity=rarity)
         if decision.story_id is None:
             story_id = repo.create_story(article.title, published)
@@ -1158,6 +1160,7 @@ def analyse_pending(
     tracker = Tracker(progress, "analysing", len(pending))
     now = clock()
     items = [(a, a.published or now) for a in pending]
+    windows = WindowCounter()  # pending is in publication order: each window moves a little
     cpu = workers.cpu(len(pending) * VERSION_WORK) if workers is not None else None
     chunks: list[Future[list[Prepared]]] = []
     if cpu is not None and analysis.lexicon_source is not None:
@@ -1186,7 +1189,11 @@ def analyse_pending(
                 item = batch.item()  # may commit earlier items: a failing store raises
                 try:
                     with item as repo:
-                        touched.add(analyse_version(repo, article, analysis, clock(), prepared))
+                        touched.add(
+                            analyse_version(repo, article, analysis, clock(), prepared, windows)
+                        )
+                    if article.story_id is None:  # its first story: it counts in windows now
+                        windows.attached(article.published or now)
                 except StorageError:
                     raise
                 except (NewsdriftError, ValueError, ArithmeticError) as e:

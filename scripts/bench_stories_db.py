@@ -46,7 +46,7 @@ from pipeline import stories
 from pipeline.models import Outlet, StoredArticle
 from pipeline.run import Analysis, analyse_version
 from pipeline.settings import load_settings
-from storage.repository import Store
+from storage.repository import Store, WindowCounter
 from storage.tables import ArticleRow, ArticleVersionRow, StoryKeyRow, StoryRow
 
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
@@ -130,6 +130,7 @@ def time_samples(
 ) -> tuple[float, float]:
     """Mean (CPU, wall) seconds of ``analyse_version`` over ``sample``; rolled back."""
     cpu = wall = 0.0
+    windows = WindowCounter()  # as analyse_pending counts the windows
     with Session(store.engine, expire_on_commit=False) as session:
         repo = store.repo_class(session)
         for n, fp in enumerate(sample):
@@ -174,7 +175,8 @@ def time_samples(
             )
             prepared = ([], fp, sorted(stories.blocking_keys(fp)))
             c0, w0 = time.process_time(), time.perf_counter()
-            analyse_version(repo, article, analysis, published, prepared)
+            analyse_version(repo, article, analysis, published, prepared, windows)
+            windows.attached(published)
             cpu += time.process_time() - c0
             wall += time.perf_counter() - w0
         session.rollback()

@@ -36,6 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from pipeline.alerts import OutletYield
 from pipeline.errors import LeaseHeld, StorageError
@@ -117,11 +118,28 @@ _MARK_PROCESSED = (
 )
 _DELETE_FIGURES = delete(_FIGURES).where(_FIGURES.c.version_id == bindparam("version_id"))
 _KEY_COUNTS = select(_K.key, func.count()).where(*_WINDOW_KEYS).group_by(_K.key)
+_WINDOW_TIME = func.coalesce(_A.published, _A.first_seen)
 _WINDOW_SIZE = select(func.count(_A.id)).where(
-    _A.story_id.is_not(None),
-    func.coalesce(_A.published, _A.first_seen) >= _SINCE,
-    func.coalesce(_A.published, _A.first_seen) <= _UNTIL,
+    _A.story_id.is_not(None), _WINDOW_TIME >= _SINCE, _WINDOW_TIME <= _UNTIL
 )
+
+
+def _window_edge(lower: str, upper: str) -> ScalarSelect[Any]:
+    """Articles with a story between two bindparams: ``lower`` < time <= ``upper``."""
+    at = _WINDOW_TIME
+    return (
+        select(func.count(_A.id))
+        .where(
+            _A.story_id.is_not(None),
+            at > bindparam(lower, type_=UTCDateTime()),
+            at <= bindparam(upper, type_=UTCDateTime()),
+        )
+        .scalar_subquery()
+    )
+
+
+# The articles between an old and a new position of each window bound (``Repo.window_shift``).
+_WINDOW_EDGES = select(_window_edge("since_lo", "since_hi"), _window_edge("until_lo", "until_hi"))
 _MERGED_INTO = select(_S.merged_into).where(_S.id == bindparam("story_id"))
 _CANDIDATE_ROWS = (
     select(_A.id, _A.story_id, _S.merged_into, _A.fingerprint)
@@ -872,6 +890,23 @@ class Repo:
         window = {"since": since, "until": until or MAX_TIME}
         return int(self.s.scalar(_WINDOW_SIZE, window) or 0)
 
+    def window_shift(self, old: tuple[datetime, datetime], new: tuple[datetime, datetime]) -> int:
+        """``window_size(*new) - window_size(*old)``, reading only the articles between
+        the old and the new position of each bound (``WindowCounter``)."""
+        (old_since, old_until), (since, until) = old, new
+        # [since, until] holds the t with since <= t <= until; datetimes here have
+        # microsecond resolution, so "since <= t" is "since - 1 us < t"
+        tick = timedelta(microseconds=1)
+        lo, hi = sorted((old_since - tick, since - tick))
+        up_lo, up_hi = sorted((old_until, until))
+        row = self.s.execute(
+            _WINDOW_EDGES,
+            {"since_lo": lo, "since_hi": hi, "until_lo": up_lo, "until_hi": up_hi},
+        ).one()
+        below, above = int(row[0] or 0), int(row[1] or 0)
+        # a later lower bound leaves articles out, a later upper bound takes more in
+        return (above if until >= old_until else -above) - (below if since >= old_since else -below)
+
     def live_story(self, story_id: int) -> int:
         """Follow merges to the story that holds ``story_id`` now."""
         seen = set()
@@ -1393,6 +1428,47 @@ class Repo:
     def finish_run(self, run_id: int, now: datetime, report: dict[str, Any]) -> None:
         row = self.s.get_one(RunRow, run_id)
         row.finished_at, row.report = now, report
+
+
+class WindowCounter:
+    """``Repo.window_size`` for a run of analyses in publication order (``pending_versions``'
+    order), without counting each window whole.
+
+    Consecutive articles' windows overlap almost entirely, so each count is the previous
+    one moved (``Repo.window_shift``): it reads the articles between the old and the new
+    bounds, not the window's. Counting the window whole cost 7 ms an article at 80,000
+    articles in it (``bench_stories_db.py``, 20,000 a day). The count is exact as long as
+    every story attached inside the window since the last count is reported (``attached``);
+    a story attached by another process is not, so the window is counted whole again
+    every ``RECOUNT_EVERY`` articles, and whenever a bound moves by more than the width.
+    """
+
+    RECOUNT_EVERY = 200
+
+    def __init__(self) -> None:
+        self._last: tuple[datetime, datetime, int] | None = None
+        self._moves = 0
+
+    def size(self, repo: Repo, since: datetime, until: datetime) -> int:
+        last = self._last
+        if (
+            last is None
+            or self._moves >= self.RECOUNT_EVERY
+            or abs(since - last[0]) > until - since
+            or abs(until - last[1]) > until - since
+        ):
+            n, self._moves = repo.window_size(since, until), 0
+        else:
+            n = last[2] + repo.window_shift((last[0], last[1]), (since, until))
+            self._moves += 1
+        self._last = (since, until, n)
+        return n
+
+    def attached(self, at: datetime) -> None:
+        """An article whose window time is ``at`` got its first story."""
+        if self._last is not None and self._last[0] <= at <= self._last[1]:
+            since, until, n = self._last
+            self._last = (since, until, n + 1)
 
 
 def _group_state(r: AlertStateRow) -> GroupState:

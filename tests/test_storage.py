@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import random
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from pipeline.errors import LeaseHeld, StorageError
 from pipeline.feeds import content_hash
 from pipeline.models import Alert, FeedConfig, Figure, Qualifier
-from storage.repository import Store, host_id, lease_holder
+from storage.repository import Store, WindowCounter, host_id, lease_holder
 from tests.pg import DbFactory
 
 T = datetime(2025, 6, 13, 8, tzinfo=UTC)
@@ -306,6 +307,9 @@ def test_per_article_lookups_use_indexes_not_table_scans(tmp_path: Path) -> None
         counts = repo.key_counts(["a", "b"], T - timedelta(days=4), T)
         repo.candidates(["a", "b"], T - timedelta(days=4), until=T, counts=counts, min_shared=1)
         repo.window_size(T - timedelta(days=4), T)
+        repo.window_shift(
+            (T - timedelta(days=4), T), (T - timedelta(days=3), T + timedelta(days=1))
+        )
     event.remove(store.engine, "before_cursor_execute", capture)
     raw = store.engine.raw_connection()
     try:
@@ -401,3 +405,63 @@ def test_candidates_read_each_keys_newest_postings_from_the_covering_index(
     assert len(branches) == 16  # three keys, padded to the smallest statement size
     assert all("USING COVERING INDEX ix_story_keys_postings" in p for p in branches), plan
     assert not any("TEMP B-TREE" in p and "ORDER BY" in p and "RIGHT PART" in p for p in plan), plan
+
+
+def test_window_counter_counts_what_counting_each_window_whole_counts(store: Store) -> None:
+    """``WindowCounter`` moves the previous count instead of counting the window again; it
+    must give ``window_size`` exactly: windows moving forward ten minutes (articles sit on
+    the same grid, so bounds often fall on articles), standing still, stepping back,
+    jumping past their width; articles without a publication time (their first sighting
+    counts) and without a story (not counted); stories attached along the way."""
+    rng = random.Random(7)
+    width = timedelta(days=2)
+    with store.unit() as repo:
+        story = repo.create_story("s", T)
+        for i in range(400):
+            at = T + timedelta(minutes=10 * rng.randrange(8 * 24 * 6))  # a 10-minute grid
+            aid, _ = repo.add_article(
+                key=f"k{i}",
+                url=f"https://a.example/{i}",
+                outlet="A",
+                lang="en",
+                published=at if i % 5 else None,
+                title="t",
+                now=at,
+            )
+            if i % 3:
+                repo.attach(
+                    aid, story, level="new", score=0.0, fingerprint={}, keys=[], published=at
+                )
+    windows = WindowCounter()
+    at, moved = T + timedelta(days=3), 0
+    with store.unit() as repo:
+        shift = repo.window_shift
+
+        def counted_shift(*args: Any) -> int:
+            nonlocal moved
+            moved += 1
+            return shift(*args)
+
+        repo.window_shift = counted_shift  # type: ignore[method-assign]
+        for step in range(260):
+            at += timedelta(minutes=10 * rng.choice([0, 1, 1, 1, 7, 60, -1, -45, 3 * 24 * 6]))
+            if not T + timedelta(days=2) <= at <= T + timedelta(days=6):  # a jump back
+                at = T + timedelta(days=2, minutes=10 * rng.randrange(2 * 24 * 6))
+            assert windows.size(repo, at - width, at + width) == repo.window_size(
+                at - width, at + width
+            ), f"step {step}"
+            if step % 4 == 0:  # an article analysed here gets its first story
+                aid, _ = repo.add_article(
+                    key=f"n{step}",
+                    url=f"https://a.example/n{step}",
+                    outlet="A",
+                    lang="en",
+                    published=at,
+                    title="t",
+                    now=at,
+                )
+                repo.attach(
+                    aid, story, level="new", score=0.0, fingerprint={}, keys=[], published=at
+                )
+                windows.attached(at)
+    assert moved > 200  # most counts were moved, not counted whole
