@@ -264,6 +264,40 @@ def test_lease_of_a_dead_local_process_is_taken_over_at_once(store: Store) -> No
         )
 
 
+def test_head_revision_is_the_newest_migration() -> None:
+    """``HEAD_REVISION`` lets a current database open without Alembic: it must name the
+    newest migration script."""
+    from alembic.script import ScriptDirectory
+
+    from storage.db import HEAD_REVISION, MIGRATIONS
+
+    assert ScriptDirectory(str(MIGRATIONS)).get_current_head() == HEAD_REVISION
+
+
+def test_a_current_database_opens_without_importing_alembic(new_db: DbFactory) -> None:
+    """Alembic is imported to migrate only: a command on a current database (``status``, a
+    cron cycle) does not pay for its import."""
+    import subprocess
+    import sys
+
+    from storage.db import HEAD_REVISION, current_revision
+
+    url = new_db("current")
+    Store.open(url).close()  # creates the schema: Alembic runs here
+    probe = (
+        "import sys; from storage.repository import Store; "
+        f"Store.open({url!r}).close(); print('alembic' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=root, check=True
+    )
+    assert out.stdout.strip() == "False"
+    s = Store.open(url)
+    assert current_revision(s.engine) == HEAD_REVISION
+    s.close()
+
+
 def test_migrations_match_the_models(new_db: DbFactory) -> None:
     """The schema the migrations build is the schema the code declares."""
     from alembic.autogenerate import compare_metadata
