@@ -1086,7 +1086,12 @@ def analyse_version(
         th = stories.THRESHOLDS
         features = sorted(stories.feature_keys(fp))
         # One count query serves the blocking (stop keys) and the rarity weights.
-        counts = repo.key_counts(sorted(set(keys) | set(features)), since, until)
+        wanted = sorted(set(keys) | set(features))
+        counts = (
+            windows.key_counts(repo, wanted, since, until)
+            if windows
+            else repo.key_counts(wanted, since, until)
+        )
         raw = repo.candidates(
             keys,
             since,
@@ -1124,6 +1129,11 @@ def analyse_version(
         keys=keys,
         published=published,
     )
+    if windows is not None:  # what the next articles' counts must see
+        if article.story_id is None:
+            windows.attached(published, keys)
+        else:
+            windows.forget()  # its blocking keys were replaced
     repo.save_figures(article.version_id, figures)
     repo.mark_processed(article.version_id, now)
     log.info(
@@ -1192,11 +1202,10 @@ def analyse_pending(
                         touched.add(
                             analyse_version(repo, article, analysis, clock(), prepared, windows)
                         )
-                    if article.story_id is None:  # its first story: it counts in windows now
-                        windows.attached(article.published or now)
                 except StorageError:
                     raise
                 except (NewsdriftError, ValueError, ArithmeticError) as e:
+                    windows.forget()  # it may have been counted before it was undone
                     report.errors.append(f"analysis of {article.key}: {e}")
                     log.exception("stage=analyse outlet=%s article=%s", article.outlet, article.key)
                     continue

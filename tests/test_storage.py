@@ -497,5 +497,68 @@ def test_window_counter_counts_what_counting_each_window_whole_counts(store: Sto
                 repo.attach(
                     aid, story, level="new", score=0.0, fingerprint={}, keys=[], published=at
                 )
-                windows.attached(at)
+                windows.attached(at, [])
     assert moved > 200  # most counts were moved, not counted whole
+
+
+def test_window_counter_key_counts_are_what_counting_them_whole_gives(store: Store) -> None:
+    """``WindowCounter.key_counts`` keeps each key's count in a reference window and moves
+    it; it must give ``key_counts`` exactly as the windows walk (forward, back, past the
+    reference's reach), as articles with keys are attached and reported, and after
+    ``forget``. Postings sit on a 10-minute grid, so window bounds often fall on them."""
+    rng = random.Random(11)
+    width = timedelta(days=2)
+    vocabulary = [f"k{i}" for i in range(12)]
+    with store.unit() as repo:
+        story = repo.create_story("s", T)
+        for i in range(300):
+            at = T + timedelta(minutes=10 * rng.randrange(8 * 24 * 6))
+            aid, _ = repo.add_article(
+                key=f"a{i}",
+                url=f"https://a.example/{i}",
+                outlet="A",
+                lang="en",
+                published=at,
+                title="t",
+                now=at,
+            )
+            keys = rng.sample(vocabulary, rng.randrange(1, 6))
+            repo.attach(aid, story, level="new", score=0.0, fingerprint={}, keys=keys, published=at)
+    windows = WindowCounter()
+    windows.MOVE_KEYS_FROM = 0  # move them however small the window (300 articles here)
+    at, moved = T + timedelta(days=3), 0
+    with store.unit() as repo:
+        counts_moved = repo.key_counts_moved
+
+        def counted(*args: Any) -> tuple[dict[str, int], dict[str, int]]:
+            nonlocal moved
+            moved += 1
+            return counts_moved(*args)
+
+        repo.key_counts_moved = counted  # type: ignore[method-assign]
+        for step in range(300):
+            at += timedelta(minutes=10 * rng.choice([0, 1, 1, 1, 3, -1, -6, 24, 3 * 24 * 6]))
+            if not T + timedelta(days=2) <= at <= T + timedelta(days=6):
+                at = T + timedelta(days=2, minutes=10 * rng.randrange(2 * 24 * 6))
+            wanted = sorted(rng.sample(vocabulary, rng.randrange(1, 8)))
+            got = windows.key_counts(repo, wanted, at - width, at + width)
+            assert got == repo.key_counts(wanted, at - width, at + width), f"step {step}"
+            windows.size(repo, at - width, at + width)
+            if step % 3 == 0:  # an article analysed here is attached with its keys
+                aid, _ = repo.add_article(
+                    key=f"n{step}",
+                    url=f"https://a.example/n{step}",
+                    outlet="A",
+                    lang="en",
+                    published=at,
+                    title="t",
+                    now=at,
+                )
+                keys = rng.sample(vocabulary, rng.randrange(1, 6))
+                repo.attach(
+                    aid, story, level="new", score=0.0, fingerprint={}, keys=keys, published=at
+                )
+                windows.attached(at, keys)
+            if step % 97 == 96:
+                windows.forget()
+    assert moved > 150  # most counts were moved, not counted whole
