@@ -920,29 +920,16 @@ class Repo:
         """``key_counts`` of ``whole`` in ``window``, and for each of ``moved`` its count in
         ``window`` minus its count in ``ref`` (nonzero ones), reading only the postings
         between the two windows' bounds: one statement (``WindowCounter``)."""
-        (ref_since, ref_until), (since, until) = ref, window
-        tick = timedelta(microseconds=1)  # see window_shift
-        lo, hi = sorted((ref_since - tick, since - tick))
-        up_lo, up_hi = sorted((ref_until, until))
-        params = {
-            "whole": list(whole),
-            "moved": list(moved),
-            "since": since,
-            "until": until,
-            "since_lo": lo,
-            "since_hi": hi,
-            "until_lo": up_lo,
-            "until_hi": up_hi,
-        }
+        params = {"whole": list(whole), "moved": list(moved), "since": window[0]}
+        params |= {"until": window[1], **_bound_edges(ref, window)}
         counts: dict[str, int] = {}
-        delta: dict[str, int] = {}
+        edges: dict[str, list[int]] = {}  # key -> [below, above]
         for part, key, n in self.s.execute(_KEY_COUNTS_MOVED, params):
             if part == 0:
                 counts[key] = int(n)
-            elif part == 1:  # a later lower bound leaves postings out
-                delta[key] = delta.get(key, 0) + (-int(n) if since >= ref_since else int(n))
-            else:  # a later upper bound takes more in
-                delta[key] = delta.get(key, 0) + (int(n) if until >= ref_until else -int(n))
+            else:
+                edges.setdefault(key, [0, 0])[part - 1] = int(n)
+        delta = {k: _edge_change(below, above, ref, window) for k, (below, above) in edges.items()}
         return counts, {k: d for k, d in delta.items() if d}
 
     def window_size(self, since: datetime, until: datetime | None = None) -> int:
@@ -953,19 +940,8 @@ class Repo:
     def window_shift(self, old: tuple[datetime, datetime], new: tuple[datetime, datetime]) -> int:
         """``window_size(*new) - window_size(*old)``, reading only the articles between
         the old and the new position of each bound (``WindowCounter``)."""
-        (old_since, old_until), (since, until) = old, new
-        # [since, until] holds the t with since <= t <= until; datetimes here have
-        # microsecond resolution, so "since <= t" is "since - 1 us < t"
-        tick = timedelta(microseconds=1)
-        lo, hi = sorted((old_since - tick, since - tick))
-        up_lo, up_hi = sorted((old_until, until))
-        row = self.s.execute(
-            _WINDOW_EDGES,
-            {"since_lo": lo, "since_hi": hi, "until_lo": up_lo, "until_hi": up_hi},
-        ).one()
-        below, above = int(row[0] or 0), int(row[1] or 0)
-        # a later lower bound leaves articles out, a later upper bound takes more in
-        return (above if until >= old_until else -above) - (below if since >= old_since else -below)
+        below, above = self.s.execute(_WINDOW_EDGES, _bound_edges(old, new)).one()
+        return _edge_change(int(below or 0), int(above or 0), old, new)
 
     def live_story(self, story_id: int) -> int:
         """Follow merges to the story that holds ``story_id`` now."""
@@ -1490,6 +1466,26 @@ class Repo:
         row.finished_at, row.report = now, report
 
 
+def _bound_edges(old: tuple[datetime, datetime], new: tuple[datetime, datetime]) -> dict[str, Any]:
+    """Bind values for what lies between each bound's old and new position of a window:
+    ``since_lo`` < t <= ``since_hi`` and ``until_lo`` < t <= ``until_hi``. A window
+    [since, until] holds since <= t <= until; datetimes here have microsecond resolution,
+    so "since <= t" is "since - 1 us < t"."""
+    tick = timedelta(microseconds=1)
+    since_lo, since_hi = sorted((old[0] - tick, new[0] - tick))
+    until_lo, until_hi = sorted((old[1], new[1]))
+    return {"since_lo": since_lo, "since_hi": since_hi, "until_lo": until_lo, "until_hi": until_hi}
+
+
+def _edge_change(
+    below: int, above: int, old: tuple[datetime, datetime], new: tuple[datetime, datetime]
+) -> int:
+    """Count in ``new`` minus count in ``old``, from what lies between the lower bounds
+    (``below``) and between the upper bounds (``above``): a later lower bound leaves
+    ``below`` out, a later upper bound takes ``above`` in."""
+    return (above if new[1] >= old[1] else -above) - (below if new[0] >= old[0] else -below)
+
+
 class WindowCounter:
     """``Repo.window_size`` and ``Repo.key_counts`` for a run of analyses in publication
     order (``pending_versions``' order), without counting each window whole.
@@ -1561,6 +1557,7 @@ class WindowCounter:
             counts = repo.key_counts(whole, since, until) if whole else {}
             delta: dict[str, int] = {}
         else:
+            # every key's delta: a new key's reference count is derived from it below
             counts, delta = repo.key_counts_moved(whole, keys, ref, (since, until))
         for k in moved:
             n = held[k] + delta.get(k, 0)

@@ -342,9 +342,9 @@ def test_per_article_lookups_use_indexes_not_table_scans(tmp_path: Path) -> None
         counts = repo.key_counts(["a", "b"], T - timedelta(days=4), T)
         repo.candidates(["a", "b"], T - timedelta(days=4), until=T, counts=counts, min_shared=1)
         repo.window_size(T - timedelta(days=4), T)
-        repo.window_shift(
-            (T - timedelta(days=4), T), (T - timedelta(days=3), T + timedelta(days=1))
-        )
+        moved = (T - timedelta(days=4), T), (T - timedelta(days=3), T + timedelta(days=1))
+        repo.window_shift(*moved)
+        repo.key_counts_moved(["a"], ["a", "b"], *moved)
     event.remove(store.engine, "before_cursor_execute", capture)
     raw = store.engine.raw_connection()
     try:
