@@ -370,6 +370,29 @@ def test_rare_shared_names_weigh_more_than_common_ones() -> None:
     assert NO_RARITY.weight("e:berlin") == 1.0
 
 
+def test_a_window_of_one_article_does_not_make_its_keys_common() -> None:
+    # The second article of a fresh database meets a window holding only the first: every
+    # key they share has df = n = 1. Without the prior such keys weigh 1 and the ones not
+    # shared 1 + ln 2, which pulls two write-ups of one event apart.
+    first = fp(DE_OTHER)
+    window = Rarity(dict.fromkeys(feature_keys(first), 1), 1)
+    shared, unshared = window.weight("e:brightlane", 0), window.weight("e:nowhere", 0)
+    assert (shared, unshared) == (1.0, pytest.approx(1.0 + math.log(2)))
+    prior = THRESHOLDS.idf_prior_docs
+    assert prior > 0
+    # 1.69 times the weight without the prior, 1.25 times with ten assumed articles
+    assert window.weight("e:nowhere", prior) / window.weight("e:brightlane", prior) <= 1.25
+    # in a window of thousands the prior changes a weight by less than 1 %
+    big = Rarity({"e:solvex": 40}, 5000)
+    assert big.weight("e:solvex", prior) == pytest.approx(big.weight("e:solvex"), rel=0.01)
+    # and the cold start scores two write-ups as a window with statistics would
+    second = fp(WIRE)
+    cold = similarity(second, first, rarity=window).score
+    flat = similarity(second, first, replace(THRESHOLDS, idf_prior_docs=0), window).score
+    assert cold > flat
+    assert cold == pytest.approx(similarity(second, first).score, abs=0.05)
+
+
 def test_event_match_needs_support_of_the_story_not_one_look_alike() -> None:
     th = THRESHOLDS
     me = fp(DE_OTHER, at=T0 + timedelta(hours=3))
