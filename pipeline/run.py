@@ -1072,8 +1072,9 @@ def analyse_version(
 
     ``prepared`` is ``prepare_version``'s result when a pool worker computed it;
     ``windows`` counts the story windows of a run of analyses in publication order
-    (``analyse_pending``), the window is counted whole without it.
+    (``analyse_pending``); a new one counts the window whole.
     """
+    windows = windows if windows is not None else WindowCounter()
     published = article.published or now
     figures, fp, keys = prepared or prepare_version(article, published, analysis.lexicons)
     if article.story_id is not None:
@@ -1087,11 +1088,7 @@ def analyse_version(
         features = sorted(stories.feature_keys(fp))
         # One count query serves the blocking (stop keys) and the rarity weights.
         wanted = sorted(set(keys) | set(features))
-        counts = (
-            windows.key_counts(repo, wanted, since, until)
-            if windows
-            else repo.key_counts(wanted, since, until)
-        )
+        counts = windows.key_counts(repo, wanted, since, until)
         raw = repo.candidates(
             keys,
             since,
@@ -1110,7 +1107,7 @@ def analyse_version(
             for aid, sid, fj in raw
             if fj
         ]
-        n_docs = windows.size(repo, since, until) if windows else repo.window_size(since, until)
+        n_docs = windows.size(repo, since, until)
         rarity = stories.Rarity({k: counts[k] for k in features if k in counts}, n_docs)
         decision = stories.assign(fp, candidates, rarity=rarity)
         if decision.story_id is None:
@@ -1129,11 +1126,10 @@ def analyse_version(
         keys=keys,
         published=published,
     )
-    if windows is not None:  # what the next articles' counts must see
-        if article.story_id is None:
-            windows.attached(published, keys)
-        else:
-            windows.forget()  # its blocking keys were replaced
+    if article.story_id is None:  # what the next articles' counts must see
+        windows.attached(published, keys)
+    else:
+        windows.forget()  # its blocking keys were replaced
     repo.save_figures(article.version_id, figures)
     repo.mark_processed(article.version_id, now)
     log.info(

@@ -344,7 +344,7 @@ NORM_REFRESH = 0.1  # relative change of the window size after which a cached no
 class _Weigher:
     """Squared IDF weights, memoised for one assignment; set norms cached on the profiles."""
 
-    def __init__(self, rarity: Rarity, prior_docs: int = 0) -> None:
+    def __init__(self, rarity: Rarity, prior_docs: int) -> None:
         self.rarity = rarity
         self.prior_docs = prior_docs
         self.w2: dict[str, float] = {}

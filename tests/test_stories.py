@@ -385,7 +385,7 @@ def test_a_window_of_one_article_does_not_make_its_keys_common() -> None:
     # in a window of thousands the prior changes a weight by less than 1 %
     big = Rarity({"e:solvex": 40}, 5000)
     assert big.weight("e:solvex", prior) == pytest.approx(big.weight("e:solvex"), rel=0.01)
-    # and the cold start scores two write-ups as a window with statistics would
+    # and the cold start scores two write-ups close to how they score without any weights
     second = fp(WIRE)
     cold = similarity(second, first, rarity=window).score
     flat = similarity(second, first, replace(THRESHOLDS, idf_prior_docs=0), window).score
