@@ -224,3 +224,45 @@ def test_ingest_seeds_then_stories_and_diverging_drift(
     assert json.loads(runner.invoke(main, [*base, "stories", "--format", "json"]).output) == stories
     alerts = json.loads(runner.invoke(main, [*base, "alerts", "--format", "json"]).output)
     assert len(alerts) == 1
+
+
+# Two releases of one police office (the same header and footer, different incidents): as
+# one outlet's they stay two stories; the same texts from two outlets meet on that evidence.
+@pytest.mark.parametrize(
+    ("outlets", "expected"),
+    [
+        (("polizei-kessingen.example", "polizei-kessingen.example"), [["0"], ["1"]]),
+        (("polizei-kessingen.example", "kessinger-bote.example"), [["0", "1"]]),
+    ],
+)
+def test_one_outlets_template_does_not_make_a_story(
+    tmp_path: Path, new_db: DbFactory, outlets: tuple[str, str], expected: list[list[str]]
+) -> None:
+    from tests.test_stories import BREAK_IN, COLLISION
+
+    src = tmp_path / "releases.jsonl"
+    src.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": str(i),
+                    "url": f"https://{outlet}/{i}",
+                    "outlet": outlet,
+                    "lang": "de",
+                    "published": f"2026-03-02T{8 + 3 * i:02d}:00:00+00:00",
+                    "title": text.split(". ")[0],
+                    "text": text,
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+            for i, (outlet, text) in enumerate(zip(outlets, (BREAK_IN, COLLISION), strict=True))
+        ),
+        encoding="utf-8",
+    )
+    runner = CliRunner()
+    base = ["--db", new_db("releases"), "--config", str(tmp_path)]
+    result = runner.invoke(main, [*base, "ingest", "--all", "--jsonl", str(src)])  # not AI news
+    assert result.exit_code == 0, result.output
+    stories = json.loads(runner.invoke(main, [*base, "stories", "--format", "json"]).output)
+    assert sorted(s["articles"] for s in stories) == expected

@@ -82,12 +82,16 @@ ROUND_2 = (
 )
 
 
-def doc(text: str, lang: str = "de", title: str = "", at: datetime | None = T0) -> Document:
-    return Document(title=title, text=text, lang=lang, published=at)
+def doc(
+    text: str, lang: str = "de", title: str = "", at: datetime | None = T0, outlet: str = ""
+) -> Document:
+    return Document(title=title, text=text, lang=lang, published=at, outlet=outlet)
 
 
-def fp(text: str, lang: str = "de", title: str = "", at: datetime | None = T0) -> Fingerprint:
-    return fingerprint(doc(text, lang, title, at), ())
+def fp(
+    text: str, lang: str = "de", title: str = "", at: datetime | None = T0, outlet: str = ""
+) -> Fingerprint:
+    return fingerprint(doc(text, lang, title, at, outlet), ())
 
 
 def test_exact_duplicate() -> None:
@@ -207,6 +211,73 @@ def test_two_funding_rounds_months_apart_stay_apart() -> None:
     assert assign(second, [Candidate(1, 1, first)]).story_id is None
 
 
+# two releases of one police office: the same header and footer, different incidents
+POLICE_HEAD = "Polizeipräsidium Kessingen: "
+POLICE_FOOT = " Rückfragen bitte an: Polizeipräsidium Kessingen, Pressestelle."
+BREAK_IN = (
+    POLICE_HEAD + "Einbruch in Bäckerei Lindner. Ein unbekannter Täter ist in der Nacht zum "
+    "Dienstag in die Bäckerei Lindner in der Brunnengasse eingebrochen. Er hebelte die "
+    "Hintertür auf und stahl die Tageskasse mit rund 600 Euro. Die Filialleiterin Greta "
+    "Hollmann bemerkte den Einbruch am Morgen. Die Spurensicherung fand Fußabdrücke im "
+    "Lagerraum." + POLICE_FOOT
+)
+COLLISION = (
+    POLICE_HEAD + "Auffahrunfall auf der Talstraße. Bei einem Auffahrunfall an der Kreuzung "
+    "Talstraße und Mühlweg sind am Dienstagmorgen zwei Autofahrer leicht verletzt worden. Ein "
+    "Lieferwagen der Spedition Vossberg war an einer roten Ampel auf einen Kleinwagen "
+    "aufgefahren. Der Sachschaden beträgt etwa 8.000 Euro, die Talstraße war eine Stunde "
+    "gesperrt." + POLICE_FOOT
+)
+# a follow-up of one outlet's deal report, a day later
+FOLLOW_UP = (
+    "Solvex-Aktie springt nach Übernahmeangebot. Nach dem Angebot von Brightlane über 31,50 "
+    "Euro je Aktie ist der Kurs von Solvex am Dienstag um 18 Prozent gestiegen. Händler in "
+    "Hamburg rechnen damit, dass die Kartellbehörden zustimmen. Gründerin Mara Velten hält "
+    "noch 12 Prozent der Anteile."
+)
+
+
+def test_one_outlets_template_is_no_evidence() -> None:
+    later = T0 + timedelta(hours=3)
+    # from two outlets (or of unknown origin) the shared header and footer make them meet ...
+    apart = similarity(fp(BREAK_IN, outlet="polizei"), fp(COLLISION, at=later, outlet="zeitung"))
+    assert apart == similarity(fp(BREAK_IN), fp(COLLISION, at=later))
+    assert apart.level == "event"
+    # ... from one outlet the same evidence counts at a discount, and they stay apart
+    first, second = fp(BREAK_IN, outlet="polizei"), fp(COLLISION, at=later, outlet="polizei")
+    own = similarity(first, second)
+    assert own.score == pytest.approx(apart.score * THRESHOLDS.same_outlet)
+    assert own.level == "none"
+    index = InMemoryIndex()
+    index.add(1, first)
+    assert index.add(2, second).story_id is None
+    # copies are no template: a re-post of one outlet's article is still one
+    repost = fp(BREAK_IN.replace("rund 600", "etwa 600"), at=later, outlet="polizei")
+    assert similarity(first, repost).level == "near"
+
+
+def test_a_follow_up_meets_its_story_through_another_outlet() -> None:
+    wire = fp(WIRE, outlet="nordkurier")
+    other = fp(DE_OTHER, at=T0 + timedelta(hours=2), outlet="wirtschaftsblatt")
+    follow = fp(FOLLOW_UP, at=T0 + timedelta(hours=20), outlet="nordkurier")
+    # its own outlet's report alone is not enough ...
+    alone = InMemoryIndex()
+    alone.add(1, wire)
+    assert alone.add(3, follow).story_id is None
+    # ... but once another outlet's write-up matches it, the story it joins counts its own
+    # outlet's report in full
+    index = InMemoryIndex()
+    index.add(1, wire)
+    assert index.add(2, other).story_id == 1
+    met = Rarity(dict(index.df), len(index))  # the window as the follow-up meets it
+    joined = index.add(3, follow)
+    assert joined.story_id == 1 and joined.level == "event"
+    in_full = similarity(follow, replace(wire, outlet=""), rarity=met).score
+    assert joined.score == pytest.approx(
+        (in_full + similarity(follow, other, rarity=met).score) / 2
+    )
+
+
 def test_window_evicts_old_articles() -> None:
     index = InMemoryIndex()
     index.add(1, fp(WIRE))
@@ -271,7 +342,7 @@ def test_assign_is_pure_and_order_independent() -> None:
 
 
 def test_fingerprint_json_round_trip() -> None:
-    original = fp(WIRE, title="Brightlane kauft Solvex")
+    original = fp(WIRE, title="Brightlane kauft Solvex", outlet="nordkurier")
     data = json.loads(json.dumps(original.to_json()))
     assert Fingerprint.from_json(data) == original
     undated = fp(WIRE, at=None)
@@ -290,11 +361,17 @@ def test_stored_fingerprints_of_other_versions_still_load() -> None:
         "lang",
         "published",
         "title",
+        "outlet",
     }
-    # older rows lack the headline; rows written while a sentence embedding was being
-    # measured carry a "meaning" string: both load, and score like the current fingerprint
+    # older rows lack the headline or the outlet; rows written while a sentence embedding
+    # was being measured carry a "meaning" string: all load, and score like the current
+    # fingerprint (an unknown outlet is nobody's own)
     older = {k: v for k, v in data.items() if k != "title"}
     assert Fingerprint.from_json(older) == replace(original, title="")
+    with_outlet = fp(WIRE, title="Brightlane kauft Solvex", outlet="nordkurier").to_json()
+    assert (
+        Fingerprint.from_json({k: v for k, v in with_outlet.items() if k != "outlet"}) == original
+    )
     tried = Fingerprint.from_json({**data, "meaning": "AQID"})
     assert tried == original
     other = fp(DE_OTHER, at=T0 + timedelta(hours=2))
