@@ -1087,8 +1087,9 @@ def analyse_version(
         th = stories.THRESHOLDS
         features = sorted(stories.feature_keys(fp))
         # One count query serves the blocking (stop keys) and the rarity weights.
-        wanted = sorted(set(keys) | set(features))
+        wanted = sorted({*keys, *features, *(stories.COUNT_ONLY + k for k in features)})
         counts = windows.key_counts(repo, wanted, since, until)
+        df = stories.document_frequencies(counts, features)
         raw = repo.candidates(
             keys,
             since,
@@ -1099,6 +1100,7 @@ def analyse_version(
             exclude=article.id,
             until=until,
             counts=counts,
+            frequencies=df,
         )
         candidates = [
             stories.Candidate(
@@ -1107,8 +1109,17 @@ def analyse_version(
             for aid, sid, fj in raw
             if fj
         ]
+        # The candidates' other keys weigh in their norms: counted too, as InMemoryIndex
+        # counts every key of its window (without a worker's locks: the candidates are
+        # found already, and a second round of locks could deadlock two workers).
+        mine = set(features)
+        theirs = sorted({k for c in candidates for k in stories.feature_keys(c.fingerprint)} - mine)
+        if theirs:
+            wanted = sorted({*theirs, *(stories.COUNT_ONLY + k for k in theirs)})
+            more = windows.key_counts(repo, wanted, since, until, locked=False)
+            df |= stories.document_frequencies(more, theirs)
         n_docs = windows.size(repo, since, until)
-        rarity = stories.Rarity({k: counts[k] for k in features if k in counts}, n_docs)
+        rarity = stories.Rarity(df, n_docs)
         decision = stories.assign(fp, candidates, rarity=rarity)
         if decision.story_id is None:
             story_id = repo.create_story(article.title, published)
@@ -1117,17 +1128,18 @@ def analyse_version(
             for other in decision.merge:
                 repo.merge_stories(repo.live_story(other), story_id, article.id, now)
         level, score = decision.level, decision.score
+    posted = [*keys, *stories.count_only_keys(stories.feature_keys(fp), keys)]
     repo.attach(
         article.id,
         story_id,
         level=level,
         score=score,
         fingerprint=fp.to_json(),
-        keys=keys,
+        keys=posted,
         published=published,
     )
     if article.story_id is None:  # what the next articles' counts must see
-        windows.attached(published, keys)
+        windows.attached(published, posted)
     else:
         windows.forget()  # its blocking keys were replaced
     repo.save_figures(article.version_id, figures)

@@ -55,6 +55,10 @@ MAX_NAMES = 20  # names kept per article (all are blocking keys), the most menti
 MAX_TITLE_CHARS = 200
 BLOCK_TERMS = 10  # the most frequent terms are blocking keys; all MAX_TERMS are scored
 MIN_NAME_KEY_LEN = 3  # shorter single-token names ("ai", "ki") are not blocking keys
+# Storage posts an article's feature keys that are not blocking keys (short names, terms
+# beyond the first BLOCK_TERMS) under this prefix: they are counted for the rarity weights,
+# as InMemoryIndex counts every feature key, and never find candidates.
+COUNT_ONLY = "~"
 
 
 @dataclass(frozen=True)
@@ -294,6 +298,23 @@ def _term_keys(fp: Fingerprint) -> frozenset[str]:
 def feature_keys(fp: Fingerprint) -> frozenset[str]:
     """The keys whose document frequency weighs the evidence (names, numbers, terms)."""
     return _name_keys(fp) | _number_keys(fp) | _term_keys(fp)
+
+
+def count_only_keys(features: Iterable[str], blocking: Iterable[str]) -> list[str]:
+    """The ``COUNT_ONLY`` postings of an article: its feature keys that are not blocking."""
+    block = set(blocking)
+    return sorted(COUNT_ONLY + k for k in features if k not in block)
+
+
+def document_frequencies(postings: Mapping[str, int], features: Iterable[str]) -> dict[str, int]:
+    """Window articles per feature key from storage's posting counts: a key is posted as
+    itself where it is a blocking key of the article and under ``COUNT_ONLY`` where not."""
+    out = {}
+    for k in features:
+        n = postings.get(k, 0) + postings.get(COUNT_ONLY + k, 0)
+        if n:
+            out[k] = n
+    return out
 
 
 @dataclass(frozen=True)

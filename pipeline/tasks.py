@@ -47,6 +47,7 @@ from pipeline.run import (
     update_feed_alerts,
     update_story_alerts,
 )
+from pipeline.stories import COUNT_ONLY
 from storage.claims import key_hash, lock_keys, pending_article_ids
 from storage.repository import Repo, Store
 
@@ -234,7 +235,7 @@ def defer_analysis(repo: Repo, task: Any, article_id: int) -> bool:
 # and numbers ("raises", "2025") are shared by unrelated articles, and a lock on them
 # would serialise most assignments across all workers. Names, the text hash and the
 # LSH bands are what same-event articles share (see docs/scale-out.md, Limits).
-WEAK_KEY_PREFIXES = ("t:", "x:")
+WEAK_KEY_PREFIXES = ("t:", "x:", COUNT_ONLY)  # COUNT_ONLY postings find no candidates
 
 
 def strong_keys(keys: Iterable[str]) -> list[str]:

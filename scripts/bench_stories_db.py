@@ -95,9 +95,10 @@ class Background:
                 "fingerprint": fp.to_json(),
             }
         )
+        block = sorted(stories.blocking_keys(fp))  # posted as analyse_version posts them
         self.keys += [
             {"key": k, "article_id": article_id, "published": published}
-            for k in sorted(stories.blocking_keys(fp))
+            for k in [*block, *stories.count_only_keys(stories.feature_keys(fp), block)]
         ]
         if len(self.articles) >= FLUSH_EVERY:
             self.flush()

@@ -121,27 +121,23 @@ _DELETE_FIGURES = delete(_FIGURES).where(_FIGURES.c.version_id == bindparam("ver
 _KEY_COUNTS = select(_K.key, func.count()).where(*_WINDOW_KEYS).group_by(_K.key)
 
 
-def _key_part(part: int, keys: str, lower: str, upper: str, *, closed: bool) -> Select[Any]:
-    """Postings per key of ``keys`` with ``lower`` < published <= ``upper`` (``closed``:
-    ``lower`` <= published), labelled ``part``."""
-    low = bindparam(lower, type_=UTCDateTime())
+def _key_edge(part: int, lower: str, upper: str) -> Select[Any]:
+    """Postings per key with ``lower`` < published <= ``upper``, labelled ``part``."""
     return (
         select(literal_column(str(part)), _K.key, func.count())
         .where(
-            _K.key.in_(bindparam(keys, expanding=True)),
-            _K.published >= low if closed else _K.published > low,
+            _K.published > bindparam(lower, type_=UTCDateTime()),
             _K.published <= bindparam(upper, type_=UTCDateTime()),
         )
         .group_by(_K.key)
     )
 
 
-# ``Repo.key_counts_moved``: part 0 counts keys in the window whole, parts 1 and 2 count
-# the postings between a reference window's bounds and the window's (``WindowCounter``).
-_KEY_COUNTS_MOVED = union_all(
-    _key_part(0, "whole", "since", "until", closed=True),
-    _key_part(1, "moved", "since_lo", "since_hi", closed=False),
-    _key_part(2, "moved", "until_lo", "until_hi", closed=False),
+# ``Repo.key_edges``: every key's postings between the old and the new position of each
+# bound of a window (``WindowCounter``), from the index on ``published`` (migration 0007).
+_KEY_EDGES = union_all(
+    _key_edge(1, "since_lo", "since_hi"),
+    _key_edge(2, "until_lo", "until_hi"),
 )
 _WINDOW_TIME = func.coalesce(_A.published, _A.first_seen)
 _WINDOW_SIZE = select(func.count(_A.id)).where(
@@ -860,6 +856,7 @@ class Repo:
         exclude: int = 0,
         until: datetime | None = None,
         counts: dict[str, int] | None = None,
+        frequencies: dict[str, int] | None = None,
     ) -> list[tuple[int, int, dict[str, Any]]]:
         """(article id, story id, fingerprint) of the articles sharing most keys.
 
@@ -870,13 +867,16 @@ class Repo:
         for all keys. The window is [``since``, ``until``]: the upper bound matters
         when articles are analysed out of publication order (several workers, a late
         feed), since a newer article is as far from an old one as the window allows.
-        ``counts``: the keys' ``key_counts`` when the caller has them already.
+        ``counts``: the keys' ``key_counts`` when the caller has them already;
+        ``frequencies``: the document frequencies of feature keys, which may be posted
+        under ``COUNT_ONLY`` too (``stories.document_frequencies``), for the stop keys.
         """
         wanted = sorted(set(keys))
         if not wanted:
             return []
-        df = counts if counts is not None else self.key_counts(wanted, since, until)
-        usable = [k for k in wanted if df.get(k, 0) < per_key or df.get(k, 0) <= stop_df]
+        postings = counts if counts is not None else self.key_counts(wanted, since, until)
+        df = postings | (frequencies or {})
+        usable = [k for k in wanted if postings.get(k, 0) < per_key or df.get(k, 0) <= stop_df]
         if not usable:
             return []
         window = {"since": since, "until": until or MAX_TIME, "exclude": exclude}
@@ -910,27 +910,24 @@ class Repo:
         window = {"keys": list(keys), "since": since, "until": until or MAX_TIME}
         return {k: int(n) for k, n in self.s.execute(_KEY_COUNTS, window)}
 
-    def key_counts_moved(
-        self,
-        whole: Sequence[str],
-        moved: Sequence[str],
-        ref: tuple[datetime, datetime],
-        window: tuple[datetime, datetime],
-    ) -> tuple[dict[str, int], dict[str, int]]:
-        """``key_counts`` of ``whole`` in ``window``, and for each of ``moved`` its count in
-        ``window`` minus its count in ``ref`` (nonzero ones), reading only the postings
-        between the two windows' bounds: one statement (``WindowCounter``)."""
-        params = {"whole": list(whole), "moved": list(moved), "since": window[0]}
-        params |= {"until": window[1], **_bound_edges(ref, window)}
-        counts: dict[str, int] = {}
+    def key_counts_unlocked(
+        self, keys: Sequence[str], since: datetime, until: datetime | None = None
+    ) -> dict[str, int]:
+        """``key_counts``, never under a worker's locks (``TaskRepo`` locks in
+        ``key_counts``): for keys of candidates found already."""
+        return Repo.key_counts(self, keys, since, until)
+
+    def key_edges(
+        self, old: tuple[datetime, datetime], new: tuple[datetime, datetime]
+    ) -> dict[str, int]:
+        """Each key's count in window ``new`` minus its count in window ``old`` (nonzero
+        ones), reading only the postings between the two windows' bounds: one statement,
+        whatever the keys (``WindowCounter``)."""
         edges: dict[str, list[int]] = {}  # key -> [below, above]
-        for part, key, n in self.s.execute(_KEY_COUNTS_MOVED, params):
-            if part == 0:
-                counts[key] = int(n)
-            else:
-                edges.setdefault(key, [0, 0])[part - 1] = int(n)
-        delta = {k: _edge_change(below, above, ref, window) for k, (below, above) in edges.items()}
-        return counts, {k: d for k, d in delta.items() if d}
+        for part, key, n in self.s.execute(_KEY_EDGES, _bound_edges(old, new)):
+            edges.setdefault(key, [0, 0])[part - 1] = int(n)
+        delta = {k: _edge_change(below, above, old, new) for k, (below, above) in edges.items()}
+        return {k: d for k, d in delta.items() if d}
 
     def window_size(self, since: datetime, until: datetime | None = None) -> int:
         """Articles with a story published inside the window."""
@@ -1492,12 +1489,14 @@ class WindowCounter:
 
     Consecutive articles' windows overlap almost entirely. The window's size is the
     previous article's count moved (``Repo.window_shift``): it reads the articles between
-    the old and the new bounds. A key's count is its count in a reference window, kept
-    once the key has been counted, moved the same way (``Repo.key_counts_moved``); the
-    reference is a recent article's window, replaced when the windows have moved from it
-    by more than a sixteenth of their width. Counting whole cost 7 ms an article for the
-    size and a third of the assignment for the keys at 80,000 articles in the window
-    (``bench_stories_db.py``, 20,000 a day).
+    the old and the new bounds. A key's count, once taken, is held and moved the same way:
+    one statement reads every posting between the old and the new bounds
+    (``Repo.key_edges``), whatever the keys, and only keys not held yet are counted whole.
+    Keys recur from one article to the next (an outlet's names, the common terms, the
+    candidates' keys), so most counts cost nothing; counting whole cost 7 ms an article for
+    the size and a third of the assignment for the keys at 80,000 articles in the window
+    (``bench_stories_db.py``, 20,000 a day), and a common key's count reads all its
+    postings. A window that jumps by more than a sixteenth of its width is counted anew.
 
     The counts are exact as long as every story attached, and every key posted, since they
     were taken is reported (``attached``), and ``forget`` is called where an article's keys
@@ -1506,17 +1505,13 @@ class WindowCounter:
     """
 
     RECOUNT_EVERY = 200
-    MAX_KEYS = 100_000  # keys held with their reference counts
-    # Keys are counted whole below this many articles in the window: there the counts are
-    # cheap, and moving them costs more Python than it saves SQL (bench_stories_db.py at
-    # 2,000 a day, 8,000 in the window: 2.2-2.7 ms an article whole, 2.5-3.1 moved).
-    MOVE_KEYS_FROM = 20_000
+    MAX_KEYS = 100_000  # keys held with their counts
 
     def __init__(self) -> None:
         self._last: tuple[datetime, datetime, int] | None = None
         self._moves = 0
-        self._ref: tuple[datetime, datetime] | None = None
-        self._ref_counts: dict[str, int] = {}  # key -> postings in the reference window
+        self._keys_at: tuple[datetime, datetime] | None = None  # the window _held counts
+        self._held: dict[str, int] = {}  # key -> postings in that window
 
     def size(self, repo: Repo, since: datetime, until: datetime) -> int:
         last = self._last
@@ -1527,7 +1522,7 @@ class WindowCounter:
             or abs(until - last[1]) > until - since
         ):
             n, self._moves = repo.window_size(since, until), 0
-            self._ref = None  # the keys are counted whole again too
+            self._keys_at, self._held = None, {}  # the keys are counted whole again too
         else:
             n = last[2] + repo.window_shift((last[0], last[1]), (since, until))
             self._moves += 1
@@ -1535,52 +1530,52 @@ class WindowCounter:
         return n
 
     def key_counts(
-        self, repo: Repo, keys: Sequence[str], since: datetime, until: datetime
+        self,
+        repo: Repo,
+        keys: Sequence[str],
+        since: datetime,
+        until: datetime,
+        *,
+        locked: bool = True,
     ) -> dict[str, int]:
-        """``repo.key_counts(keys, since, until)``."""
-        if self._last is None or self._last[2] < self.MOVE_KEYS_FROM:
-            return repo.key_counts(keys, since, until)  # (the last window's size)
-        ref = self._ref
-        drift = (until - since) / 16
+        """``repo.key_counts(keys, since, until)`` (``locked=False``:
+        ``repo.key_counts_unlocked``, for keys read under no worker's locks)."""
+        at, held = self._keys_at, self._held
+        jump = (until - since) / 16
         if (
-            ref is None
-            or abs(since - ref[0]) > drift
-            or abs(until - ref[1]) > drift
-            or len(self._ref_counts) > self.MAX_KEYS
+            at is None
+            or abs(since - at[0]) > jump
+            or abs(until - at[1]) > jump
+            or len(held) > self.MAX_KEYS
         ):
-            ref = self._ref = (since, until)
-            self._ref_counts = {}
-        held = self._ref_counts
+            held = self._held = {}
+        elif at != (since, until):
+            for k, d in repo.key_edges(at, (since, until)).items():
+                if k in held:
+                    held[k] += d
+        self._keys_at = (since, until)
         whole = [k for k in keys if k not in held]
-        moved = [k for k in keys if k in held]
-        if ref == (since, until):
-            counts = repo.key_counts(whole, since, until) if whole else {}
-            delta: dict[str, int] = {}
-        else:
-            # every key's delta: a new key's reference count is derived from it below
-            counts, delta = repo.key_counts_moved(whole, keys, ref, (since, until))
-        for k in moved:
-            n = held[k] + delta.get(k, 0)
-            if n:
-                counts[k] = n
-        for k in whole:
-            held[k] = counts.get(k, 0) - delta.get(k, 0)
-        return counts
+        if whole:
+            count = repo.key_counts if locked else repo.key_counts_unlocked
+            got = count(whole, since, until)
+            for k in whole:
+                held[k] = got.get(k, 0)
+        return {k: n for k in keys if (n := held[k])}
 
     def attached(self, at: datetime, keys: Iterable[str]) -> None:
         """An article whose window time is ``at`` got its first story, and ``keys``."""
         if self._last is not None and self._last[0] <= at <= self._last[1]:
             since, until, n = self._last
             self._last = (since, until, n + 1)
-        if self._ref is not None and self._ref[0] <= at <= self._ref[1]:
-            held = self._ref_counts
+        if self._keys_at is not None and self._keys_at[0] <= at <= self._keys_at[1]:
+            held = self._held
             for k in set(keys):
                 if k in held:
                     held[k] += 1
 
     def forget(self) -> None:
         """Count whole again: keys were replaced, or an analysis was undone."""
-        self._last, self._ref, self._ref_counts = None, None, {}
+        self._last, self._keys_at, self._held = None, None, {}
 
 
 def _group_state(r: AlertStateRow) -> GroupState:

@@ -171,6 +171,7 @@ class StoryKeyRow(Base):
         # covering: Repo.candidates reads each key's newest postings from the index alone
         Index("ix_story_keys_postings", "key", "published", "article_id"),  # (0006)
         Index("ix_story_keys_article", "article_id"),  # re-attach deletes by article (0005)
+        Index("ix_story_keys_published", "published"),  # WindowCounter's edges (0007)
     )
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)

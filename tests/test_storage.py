@@ -16,7 +16,7 @@ import pytest
 from pipeline.errors import LeaseHeld, StorageError
 from pipeline.feeds import content_hash
 from pipeline.models import Alert, FeedConfig, Figure, Qualifier
-from storage.repository import Store, WindowCounter, host_id, lease_holder
+from storage.repository import Repo, Store, WindowCounter, host_id, lease_holder
 from tests.pg import DbFactory
 
 T = datetime(2025, 6, 13, 8, tzinfo=UTC)
@@ -344,7 +344,7 @@ def test_per_article_lookups_use_indexes_not_table_scans(tmp_path: Path) -> None
         repo.window_size(T - timedelta(days=4), T)
         moved = (T - timedelta(days=4), T), (T - timedelta(days=3), T + timedelta(days=1))
         repo.window_shift(*moved)
-        repo.key_counts_moved(["a"], ["a", "b"], *moved)
+        repo.key_edges(*moved)
     event.remove(store.engine, "before_cursor_execute", capture)
     raw = store.engine.raw_connection()
     try:
@@ -475,13 +475,13 @@ def _story_article(
     repo.attach(aid, story, level="new", score=0.0, fingerprint={}, keys=keys, published=at)
 
 
-def _counting(repo: Any, name: str) -> list[int]:
-    """Count the calls of ``repo``'s method ``name`` (one entry a call)."""
-    calls: list[int] = []
+def _counting(repo: Any, name: str) -> list[tuple[Any, ...]]:
+    """Record the calls of ``repo``'s method ``name`` (their arguments, one entry a call)."""
+    calls: list[tuple[Any, ...]] = []
     method = getattr(repo, name)
 
     def counted(*args: Any) -> Any:
-        calls.append(1)
+        calls.append(args)
         return method(*args)
 
     setattr(repo, name, counted)
@@ -525,10 +525,10 @@ def test_window_counter_counts_what_counting_each_window_whole_counts(store: Sto
 
 
 def test_window_counter_key_counts_are_what_counting_them_whole_gives(store: Store) -> None:
-    """``WindowCounter.key_counts`` keeps each key's count in a reference window and moves
-    it; it must give ``key_counts`` exactly as the windows walk (``_walk``: within the
-    reference's reach and past it), as articles with keys are attached and reported, and
-    after ``forget``."""
+    """``WindowCounter.key_counts`` holds each key's count once taken and moves it with the
+    window; it must give ``key_counts`` exactly as the windows walk (``_walk``: by a little
+    and by more than a sixteenth of their width), as articles with keys are attached and
+    reported, and after ``forget``."""
     rng = random.Random(11)
     width = timedelta(days=2)
     vocabulary = [f"k{i}" for i in range(12)]
@@ -538,13 +538,15 @@ def test_window_counter_key_counts_are_what_counting_them_whole_gives(store: Sto
             keys = rng.sample(vocabulary, rng.randrange(1, 6))
             _story_article(repo, story, f"a{i}", _on_grid(rng), keys)
     windows = WindowCounter()
-    windows.MOVE_KEYS_FROM = 0  # move them however small the window (300 articles here)
     with store.unit() as repo:
-        moved = _counting(repo, "key_counts_moved")
+        moved = _counting(repo, "key_edges")
+        whole = _counting(repo, "key_counts")
+        asked = 0
         for step, at in enumerate(_walk(rng, 300)):
             wanted = sorted(rng.sample(vocabulary, rng.randrange(1, 8)))
             got = windows.key_counts(repo, wanted, at - width, at + width)
-            assert got == repo.key_counts(wanted, at - width, at + width), f"step {step}"
+            asked += len(wanted)
+            assert got == Repo.key_counts(repo, wanted, at - width, at + width), f"step {step}"
             windows.size(repo, at - width, at + width)
             if step % 3 == 0:  # an article analysed here is attached with its keys
                 keys = rng.sample(vocabulary, rng.randrange(1, 6))
@@ -552,4 +554,57 @@ def test_window_counter_key_counts_are_what_counting_them_whole_gives(store: Sto
                 windows.attached(at, keys)
             if step % 97 == 96:
                 windows.forget()
-    assert len(moved) > 100  # most counts were moved, not counted whole
+    assert len(moved) > 100  # most counts were moved, ...
+    # ... and held keys were not counted again, though 4 steps in 10 jump by more than a
+    # sixteenth of the width (6 hours) and start over
+    assert sum(len(keys) for keys, *_ in whole) < asked * 2 / 3
+
+
+def test_migration_0007_posts_the_count_only_keys_of_stored_articles(new_db: DbFactory) -> None:
+    """A database analysed before 0007 has blocking postings only: the migration posts each
+    analysed article's other feature keys (``COUNT_ONLY``) exactly as analysis now does,
+    at the time of its other postings."""
+    from sqlalchemy import text
+
+    from pipeline.app import App
+    from pipeline.models import IngestItem
+    from pipeline.stories import COUNT_ONLY
+    from tests.test_stories import BREAK_IN, COLLISION, DE_OTHER, EN, WIRE
+
+    url = new_db("migrate")
+    app = App(db_url=url, channels=[], sync_feeds=False)
+    texts = [("de", WIRE), ("de", DE_OTHER), ("en", EN), ("de", BREAK_IN), ("de", COLLISION)]
+    app.ingest(
+        [
+            IngestItem(
+                id=f"a{i}",
+                url=f"https://o{i}.example/a{i}",
+                outlet=f"o{i}.example",
+                lang=lang,
+                published=T + timedelta(hours=i),
+                title=body.split(". ")[0],
+                text=body,
+                html=None,
+            )
+            for i, (lang, body) in enumerate(texts)
+        ],
+        keep_all=True,
+    )
+    assert app.store is not None
+    postings = "SELECT key, article_id, published FROM story_keys ORDER BY article_id, key"
+    with app.store.engine.connect() as conn:
+        analysed = conn.execute(text(postings)).all()
+    app.store.close()
+    counted_only = [r for r in analysed if r[0].startswith(COUNT_ONLY)]
+    assert len({r[1] for r in counted_only}) == len(texts)  # every article has some
+    # the same database as 0006 left it
+    s = Store.open(url)
+    with s.engine.begin() as conn:
+        conn.execute(text("DELETE FROM story_keys WHERE key LIKE '~%'"))
+        conn.execute(text("DROP INDEX ix_story_keys_published"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0006'"))
+    s.close()
+    s = Store.open(url)  # migrates
+    with s.engine.connect() as conn:
+        assert conn.execute(text(postings)).all() == analysed
+    s.close()
