@@ -1077,6 +1077,7 @@ def analyse_version(
     windows = windows if windows is not None else WindowCounter()
     published = article.published or now
     figures, fp, keys = prepared or prepare_version(article, published, analysis.lexicons)
+    features = sorted(stories.feature_keys(fp))
     if article.story_id is not None:
         story_id = repo.live_story(
             article.story_id
@@ -1085,7 +1086,6 @@ def analyse_version(
     else:
         since, until = published - analysis.window, published + analysis.window
         th = stories.THRESHOLDS
-        features = sorted(stories.feature_keys(fp))
         # One count query serves the blocking (stop keys) and the rarity weights.
         wanted = sorted({*keys, *features, *(stories.COUNT_ONLY + k for k in features)})
         counts = windows.key_counts(repo, wanted, since, until)
@@ -1128,7 +1128,7 @@ def analyse_version(
             for other in decision.merge:
                 repo.merge_stories(repo.live_story(other), story_id, article.id, now)
         level, score = decision.level, decision.score
-    posted = [*keys, *stories.count_only_keys(stories.feature_keys(fp), keys)]
+    posted = [*keys, *stories.count_only_keys(features, keys)]
     repo.attach(
         article.id,
         story_id,

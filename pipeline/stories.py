@@ -473,7 +473,7 @@ def _own_outlet(a: _Profile, b: _Profile) -> bool:
     return bool(a.fp.outlet) and a.fp.outlet == b.fp.outlet
 
 
-def _one_outlets(m: Match, th: Thresholds) -> Match:
+def _within_one_outlet(m: Match, th: Thresholds) -> Match:
     """``m`` between two articles of one outlet, with nothing else to go by: an event
     score discounted (``Thresholds.same_outlet``), since an outlet's template gives all
     its articles the same names and wording. Copies keep their level."""
@@ -492,7 +492,7 @@ def similarity(
     """Compare two articles: the strongest level they reach and its score (exact = 1)."""
     pa, pb = _Profile.of(a), _Profile.of(b)
     m = _match(pa, pb, thresholds, _Weigher(rarity, thresholds.idf_prior_docs))
-    return _one_outlets(m, thresholds) if _own_outlet(pa, pb) else m
+    return _within_one_outlet(m, thresholds) if _own_outlet(pa, pb) else m
 
 
 # --- assignment -------------------------------------------------------------------------------
