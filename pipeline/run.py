@@ -1087,7 +1087,7 @@ def analyse_version(
         since, until = published - analysis.window, published + analysis.window
         th = stories.THRESHOLDS
         # One count query serves the blocking (stop keys) and the rarity weights.
-        wanted = sorted({*keys, *features, *(stories.COUNT_ONLY + k for k in features)})
+        wanted = sorted({*keys, *stories.counted_keys(features)})
         counts = windows.key_counts(repo, wanted, since, until)
         df = stories.document_frequencies(counts, features)
         raw = repo.candidates(
@@ -1115,7 +1115,7 @@ def analyse_version(
         mine = set(features)
         theirs = sorted({k for c in candidates for k in stories.feature_keys(c.fingerprint)} - mine)
         if theirs:
-            wanted = sorted({*theirs, *(stories.COUNT_ONLY + k for k in theirs)})
+            wanted = sorted(stories.counted_keys(theirs))
             more = windows.key_counts(repo, wanted, since, until, locked=False)
             df |= stories.document_frequencies(more, theirs)
         n_docs = windows.size(repo, since, until)

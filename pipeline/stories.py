@@ -306,6 +306,12 @@ def count_only_keys(features: Iterable[str], blocking: Iterable[str]) -> list[st
     return sorted(COUNT_ONLY + k for k in features if k not in block)
 
 
+def counted_keys(features: Iterable[str]) -> set[str]:
+    """The postings that hold the document frequencies of ``features``: each key as
+    itself and under ``COUNT_ONLY`` (see ``document_frequencies``)."""
+    return {form for k in features for form in (k, COUNT_ONLY + k)}
+
+
 def document_frequencies(postings: Mapping[str, int], features: Iterable[str]) -> dict[str, int]:
     """Window articles per feature key from storage's posting counts: a key is posted as
     itself where it is a blocking key of the article and under ``COUNT_ONLY`` where not."""
@@ -527,7 +533,7 @@ def _assign_profiles(
     # an event match is scored against the story's best ``support`` articles (mean), so one
     # look-alike article does not pull a new one into a story it otherwise differs from
     best: dict[int, tuple[int, float, int]] = {}
-    event_scores: dict[int, list[tuple[float, bool, int]]] = {}  # (score, own outlet, id)
+    event_scores: dict[int, list[tuple[Match, bool, int]]] = {}  # (match, own outlet, id)
     wt = _Weigher(rarity, th.idf_prior_docs)
     for article_id, story_id, prof in candidates:
         m = _match(me, prof, th, wt)
@@ -537,18 +543,18 @@ def _assign_profiles(
             if cur is None or key > (cur[0], cur[1], -cur[2]):
                 best[story_id] = (key[0], m.score, article_id)
             continue
-        event_scores.setdefault(story_id, []).append((m.score, _own_outlet(me, prof), article_id))
+        event_scores.setdefault(story_id, []).append((m, _own_outlet(me, prof), article_id))
     for story_id, found in event_scores.items():
         if story_id in best:  # a copy of one of its articles: that level wins
             continue
         # The article's own outlet's articles count at a discount (an outlet's template is
         # no evidence) unless another outlet's article of the story matches by itself:
         # then a follow-up meets its story as a write-up of another outlet would.
-        corroborated = any(score >= th.event for score, own, _ in found if not own)
+        corroborated = any(m.score >= th.event for m, own, _ in found if not own)
         scored = sorted(
             (
-                (score * th.same_outlet if own and not corroborated else score, -article_id)
-                for score, own, article_id in found
+                ((_within_one_outlet(m, th) if own and not corroborated else m).score, -aid)
+                for m, own, aid in found
             ),
             reverse=True,  # the best first; ties: the oldest article
         )

@@ -157,18 +157,14 @@ def _date(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
+def ecb_doc(r: dict[str, Any], published: datetime | None, outlet: str) -> Document:
+    return Document(
+        title=r["title"] or "", text=r["text"], lang=r["lang"], published=published, outlet=outlet
+    )
+
+
 def ecb_fingerprints(rows: list[dict[str, Any]], make: FingerprintFn) -> dict[str, Fingerprint]:
-    out: dict[str, Fingerprint] = {}
-    for r in rows:
-        doc = Document(
-            title=r["title"] or "",
-            text=r["text"],
-            lang=r["lang"],
-            published=_date(r["date"]),
-            outlet=r.get("source") or "",
-        )
-        out[r["id"]] = make(doc)
-    return out
+    return {r["id"]: make(ecb_doc(r, _date(r["date"]), r.get("source") or "")) for r in rows}
 
 
 def replay_ecb(
@@ -251,14 +247,7 @@ def eval_ecb_database(path: Path, scores: dict[str, float]) -> None:
     make = fingerprinter(figure_extractor(True))
     index = InMemoryIndex()
     for n, r in enumerate(stream, start=1):
-        doc = Document(
-            title=r["title"] or "",
-            text=r["text"],
-            lang=r["lang"],
-            published=at(r),
-            outlet=outlet(r),
-        )
-        index.add(n, make(doc))
+        index.add(n, make(ecb_doc(r, at(r), outlet(r))))
     memory = {r["id"]: index.story_of(n) for n, r in enumerate(stream, start=1)}
     items = [
         IngestItem(
