@@ -27,6 +27,12 @@ from storage.repository import lease_holder
 log = logging.getLogger(__name__)
 
 DAEMON_LEASE = "daemon"
+# How often the main thread wakes while the scheduler runs the cycles. A signal may land
+# on any of the daemon's threads; CPython runs its handler in the main thread, but only
+# when that thread next runs Python code, and a main thread blocked in ``Event.wait()``
+# without a timeout is not woken by a signal another thread took: the handler would never
+# run and the daemon would never stop (seen in CI: SIGTERM ignored, cycles went on).
+SIGNAL_POLL_S = 0.2
 
 
 def _cycle(
@@ -97,7 +103,8 @@ def run_daemon(
     log.info("stage=daemon status=started interval_minutes=%s", minutes)
     try:
         scheduler.start()
-        stop.wait()
+        while not stop.wait(SIGNAL_POLL_S):  # wakes to run a pending signal handler
+            pass
         scheduler.shutdown(wait=True)  # the cycle in hand stops at its next item
     finally:
         workers.close()

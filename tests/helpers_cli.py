@@ -304,11 +304,13 @@ def start_newsdrift(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def kill_hard(proc: subprocess.Popen[str]) -> None:
-    """SIGKILL ``proc`` (only it: the pid we started) and reap it."""
+def kill_hard(proc: subprocess.Popen[str]) -> str:
+    """SIGKILL ``proc`` (only it: the pid we started), reap it, and return what it had
+    written to its piped stderr (its log), for the failure message."""
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=CLI_TIMEOUT_S)
+    _out, err = proc.communicate(timeout=CLI_TIMEOUT_S)
+    return err or ""
 
 
 def describe(result: subprocess.CompletedProcess[str]) -> str:

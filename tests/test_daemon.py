@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -62,3 +63,37 @@ def test_daemon_runs_cycles_and_stops_cleanly(tmp_path: Path, new_db: DbFactory)
     # Its leases are released: a new daemon may start.
     with Store.open(url).engine.connect() as conn:
         assert conn.exec_driver_sql("select count(*) from leases").scalar_one() == 0
+
+
+def test_sigterm_taken_by_another_thread_stops_the_daemon(
+    tmp_path: Path, new_db: DbFactory
+) -> None:
+    """A process-directed signal may land on any thread; CPython then runs the handler in
+    the main thread only when that thread next runs Python code. The daemon's main thread
+    must wake for it: here the signal is sent to a helper thread on purpose."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are installed from the main thread only")
+    app = make_app(tmp_path, new_db("daemon-signal"))
+    stop = threading.Event()
+    sent: list[float] = []
+    gave_up = threading.Event()
+
+    def signal_from_this_thread() -> None:
+        deadline = time.monotonic() + 30
+        while cycles(app) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sent.append(time.monotonic())
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # handled on this thread
+        if not stop.wait(10):  # the daemon missed it: end it anyway, and fail below
+            gave_up.set()
+            stop.set()
+
+    handler_before = signal.getsignal(signal.SIGTERM)
+    helper = threading.Thread(target=signal_from_this_thread)
+    helper.start()
+    run_daemon(app, interval_minutes=0.002, stop=stop)  # in the main thread, as the CLI runs it
+    stopped = time.monotonic()
+    helper.join(timeout=15)
+    assert not gave_up.is_set(), "the daemon did not see a SIGTERM taken by another thread"
+    assert sent and stopped - sent[0] < 5
+    assert signal.getsignal(signal.SIGTERM) == handler_before  # its handler was put back

@@ -135,8 +135,8 @@ def _stop(proc: subprocess.Popen[str]) -> tuple[subprocess.CompletedProcess[str]
     try:
         out, err = proc.communicate(timeout=STOP_BOUND_S)
     except subprocess.TimeoutExpired:
-        kill_hard(proc)
-        pytest.fail(f"daemon still running {STOP_BOUND_S}s after SIGTERM")
+        log = kill_hard(proc)
+        pytest.fail(f"still running {STOP_BOUND_S}s after SIGTERM; its log:\n{log}")
     took = time.monotonic() - started
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), took
 
