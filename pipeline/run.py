@@ -422,10 +422,13 @@ def poll_feed(
     ``stop`` set among the entries ends the feed after the page in hand; its poll is
     then not recorded (the feed stays due, and what was stored is skipped next time).
 
-    ``fetched`` is the feed document already requested by a fetch thread;
+    ``fetched`` is the feed document already requested by a fetch thread, waited for
+    while ``stop`` is not set (a stop before it arrived leaves the feed due, unpolled);
     ``workers`` fetch the pages concurrently and extract them in processes.
     """
     now = clock()
+    if fetched is not None and not _arrived(fetched, stop):
+        return  # its fetch thread may wait for a politeness slot: the stop need not
     report.feeds_polled += 1
     try:
         result = fetched.result() if fetched is not None else fetch_feed(fetcher, feed)
@@ -636,11 +639,11 @@ STOP_POLL_S = 0.1  # how often a loop waiting for a page asks whether to stop
 
 
 def _arrived(page: Future[T] | _Later[T], stop: StopFlag | None) -> bool:
-    """Wait for a page in flight; False if ``stop`` came first. Pages are taken in their
-    list's order while fetch threads finish in any order (one politeness slot goes to
-    whichever thread asks first), so the page a loop waits for may come last: without
-    this a stop would wait for every page before it. The serial path's ``_Later`` does
-    its work when asked: nothing to wait for."""
+    """Wait for a page (or a feed document) in flight; False if ``stop`` came first.
+    Pages and feeds are taken in their list's order while fetch threads finish in any
+    order (one politeness slot goes to whichever thread asks first), so the one a loop
+    waits for may come last: without this a stop would wait for every request before
+    it. The serial path's ``_Later`` does its work when asked: nothing to wait for."""
     if stop is None or isinstance(page, _Later):
         return True
     while not page.done():
@@ -1407,7 +1410,6 @@ def run_cycle(
         try:
             for feed, fetched in zip(due, ahead, strict=True):
                 if stop is not None and stop.is_set():
-                    report.errors.append("stopped by signal before polling every due feed")
                     break
                 if renew is not None:
                     renew()
@@ -1431,6 +1433,8 @@ def run_cycle(
                 # Fetch threads still waiting for a politeness slot give up now, so the
                 # stop is not held up by requests nobody will read.
                 fetcher.stop_waiting()
+        if stop is not None and stop.is_set() and report.feeds_polled < len(due):
+            report.errors.append("stopped by signal before polling every due feed")
         if analysis.refetch_ladder:
             refetch_articles(store, fetcher, analysis, clock, report, stop, workers, renew)
         finish_analysis(store, analysis, channels, clock, report, progress, stop, renew, workers)

@@ -601,3 +601,60 @@ def test_a_stop_while_pages_wait_for_their_politeness_slot_ends_the_cycle_prompt
         assert stopped.articles_new <= 2, stopped.summary()
         again = app.run_once()
     assert stopped.articles_new + again.articles_new == len(articles), again.summary()
+
+
+def test_a_stop_while_a_feed_waits_for_its_politeness_gap_ends_the_cycle_promptly(
+    tmp_path: Path,
+) -> None:
+    """Feed documents are fetched ahead by threads, one domain's requests GAP_S apart, and
+    the cycle takes them in order: whichever of two feeds got the first slot, the cycle
+    then waits for one whose thread sleeps out the gap. A stop meanwhile ends the cycle
+    at once (the waiting request gives up); that feed stays due, and the next cycle
+    polls it."""
+    import threading
+    import time
+
+    from tests.httpserver import LoopbackServer, RecordedRequest, Reply
+
+    gap_s = 10.0  # far beyond a loaded machine's start-up of a cycle
+    stop = threading.Event()
+    empty = b"<rss version='2.0'><channel><title>t</title></channel></rss>"
+
+    def first_request(req: RecordedRequest) -> Reply:
+        threading.Timer(0.3, stop.set).start()  # SIGTERM a moment after the first poll
+        return Reply(200, {"Content-Type": "application/rss+xml"}, empty)
+
+    with LoopbackServer() as server:
+        server.route("/one.xml", first_request)
+        server.route("/two.xml", first_request)
+        settings = _settings(1)
+        settings = dataclasses.replace(
+            settings,
+            fetch=dataclasses.replace(
+                settings.fetch, per_domain_concurrency=1, per_domain_min_gap_s=gap_s
+            ),
+        )
+
+        def new_app() -> App:  # a new fetcher: no politeness gap left over from before
+            db = tmp_path / "gap.db"
+            return App(db_url=f"sqlite:///{db}", settings=settings, channels=[], sync_feeds=False)
+
+        app = new_app()
+        now = datetime.now(UTC)
+        with app._store().unit() as repo:
+            for path in ("/one.xml", "/two.xml"):
+                repo.add_feed(
+                    FeedConfig(url=server.url(path), outlet="gap.example", lang="en"), now
+                )
+        started = time.monotonic()
+        stopped = app.run_once(stop=stop)
+        took = time.monotonic() - started
+        assert took < gap_s / 2, f"the stop waited {took:.1f}s for the politeness gap"
+        assert stopped.feeds_polled <= 1, stopped.summary()
+        assert any("stopped by signal" in e for e in stopped.errors), stopped.errors
+        with app._store().unit() as repo:
+            due = repo.feeds(due_at=datetime.now(UTC))
+        assert len(due) == 2 - stopped.feeds_polled
+        assert len(server.requests) == 1  # the waiting request gave up; nothing else was sent
+        again = new_app().run_once()
+        assert again.feeds_polled == len(due), again.summary()
