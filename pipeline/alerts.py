@@ -48,14 +48,11 @@ def interval_text(o: Observation) -> str:
 
 
 def _evidence(observations: Iterable[Observation]) -> list[str]:
-    """One line per distinct (outlet, article, value, quote): a headline repeating
-    the body's figure is one piece of evidence."""
-    lines: list[str] = []
-    for o in sorted(observations, key=lambda o: (o.value, o.outlet)):
-        line = f"- {o.outlet}: {format_value(o)} {interval_text(o)} — “{o.quote}” ({o.article_url})"
-        if line not in lines:
-            lines.append(line)
-    return lines
+    """One line per claim (a finding's observations are distinct claims already)."""
+    return [
+        f"- {o.outlet}: {format_value(o)} {interval_text(o)} — “{o.quote}” ({o.article_url})"
+        for o in sorted(observations, key=lambda o: (o.value, o.outlet))
+    ]
 
 
 def _disagreement_alert(f: Finding, episode: int, story: str, now: datetime) -> Alert:

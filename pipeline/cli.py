@@ -512,7 +512,9 @@ def drift(
     revisions: bool,
     fmt: str | None,
 ) -> None:
-    """The drift table: one row per observation, with its group's status."""
+    """The drift table: one row per claim, with its group's status.
+
+    A figure an article repeats in the same words (headline and lede) is one claim."""
     rows = _app(ctx).drift_rows(
         story_id=story_id,
         metric=metric,

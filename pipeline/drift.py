@@ -188,8 +188,23 @@ def _current(observations: Iterable[Observation]) -> list[Observation]:
     return [o for o in obs if o.version == newest[o.article]]
 
 
+def distinct_claims(observations: Iterable[Observation]) -> list[Observation]:
+    """Each claim of an article version once, in the given order: a headline that repeats
+    its body's figure in the same words is one piece of evidence, not two (the store
+    keeps both observations)."""
+    seen: set[tuple[object, ...]] = set()
+    out = []
+    for o in observations:
+        claim = (o.article, o.version, o.value, o.low, o.high, o.unit, o.qualifier, o.quote)
+        if claim not in seen:
+            seen.add(claim)
+            out.append(o)
+    return out
+
+
 def findings(observations: Iterable[Observation], rules: DriftRules) -> list[Finding]:
-    """Disagreement findings over each article's newest version, one per group."""
+    """Disagreement findings over each article's newest version, one per group; a
+    finding lists each distinct claim once (``distinct_claims``)."""
     buckets: dict[tuple[int, str, str, str], list[Observation]] = {}
     for o in _current(observations):
         if rules.metrics is not None and o.metric not in rules.metrics:
@@ -203,7 +218,7 @@ def findings(observations: Iterable[Observation], rules: DriftRules) -> list[Fin
                 subject=_group_subject(group),
                 metric=metric,
                 period=period or None,
-                observations=tuple(group),
+                observations=tuple(distinct_claims(group)),
                 first=_first_outlet(group),
             )
             converted = _convert(group, rules) if kind == "money" else (group, group[0].unit)

@@ -98,6 +98,16 @@ def test_metrics_periods_and_units_are_kept_apart() -> None:
     )
 
 
+def test_a_claim_repeated_in_one_article_is_listed_once() -> None:
+    headline = obs("a", 15e9, 13.5e9, 15e9, qualifier=Qualifier.AT_MOST)
+    lede = dataclasses.replace(headline, start=120, figure_id=2)  # same words, further down
+    reworded = dataclasses.replace(headline, quote="almost $15bn", start=400, figure_id=3)
+    other = obs("b", 14.3e9, 14.25e9, 14.35e9)
+    [f] = findings([headline, lede, reworded, other], RULES)
+    assert f.observations == (headline, reworded, other)
+    assert f.status == "consistent"
+
+
 def test_metric_filter() -> None:
     rows = [obs("a", 28, 28, 28, metric="age"), obs("b", 30, 30, 30, metric="age")]
     assert findings(rows, DriftRules(0.01, metrics=("deal_value",))) == []

@@ -120,6 +120,17 @@ def test_meta_deal_diverges_between_the_german_outlets(demo_run: dict[str, Any])
     assert 6.5 not in values  # OpenAI's other deal is never mixed in
 
 
+def test_a_headline_repeating_its_figure_is_one_row(demo_run: dict[str, Any]) -> None:
+    """aiwire's headline and lede both say "nearly $15 billion": one claim, one row."""
+    claims = [
+        (r["story"], r["metric"], r["subject"], r["article"], r["value"], r["quote"])
+        for r in demo_run["drift"]
+    ]
+    assert len(claims) == len(set(claims))
+    nearly = [r for r in _rows(demo_run, "deal_value") if r["quote"] == "nearly $15 billion"]
+    assert len(nearly) == 1 and nearly[0]["outlet"] == "aiwire.example"
+
+
 def test_stake_is_consistent(demo_run: dict[str, Any]) -> None:
     stakes = _rows(demo_run, "stake")
     assert {r["value"] for r in stakes if r["unit"] == "percent"} >= {49}
