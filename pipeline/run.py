@@ -428,7 +428,7 @@ def poll_feed(
     """
     now = clock()
     if fetched is not None and not _arrived(fetched, stop):
-        return  # its fetch thread may wait for a politeness slot: the stop need not
+        return  # stopping; the fetch thread, maybe still queued for a slot, gives up
     report.feeds_polled += 1
     try:
         result = fetched.result() if fetched is not None else fetch_feed(fetcher, feed)
