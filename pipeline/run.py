@@ -1131,7 +1131,7 @@ def analyse_version(
             for other in decision.merge:
                 repo.merge_stories(repo.live_story(other), story_id, article.id, now)
         level, score = decision.level, decision.score
-    posted = [*keys, *stories.count_only_keys(features, keys)]
+    posted = stories.postings(keys, features)
     repo.attach(
         article.id,
         story_id,

@@ -306,6 +306,12 @@ def count_only_keys(features: Iterable[str], blocking: Iterable[str]) -> list[st
     return sorted(COUNT_ONLY + k for k in features if k not in block)
 
 
+def postings(blocking: Sequence[str], features: Iterable[str]) -> list[str]:
+    """The keys storage posts for an article: its blocking keys, then its other feature
+    keys under ``COUNT_ONLY``."""
+    return [*blocking, *count_only_keys(features, blocking)]
+
+
 def counted_keys(features: Iterable[str]) -> set[str]:
     """The postings that hold the document frequencies of ``features``: each key as
     itself and under ``COUNT_ONLY`` (see ``document_frequencies``)."""

@@ -98,7 +98,7 @@ class Background:
         block = sorted(stories.blocking_keys(fp))  # posted as analyse_version posts them
         self.keys += [
             {"key": k, "article_id": article_id, "published": published}
-            for k in [*block, *stories.count_only_keys(stories.feature_keys(fp), block)]
+            for k in stories.postings(block, stories.feature_keys(fp))
         ]
         if len(self.articles) >= FLUSH_EVERY:
             self.flush()
