@@ -42,6 +42,7 @@ _CLAUSE_RE = re.compile(r";|[ \u00a0][–—-][ \u00a0]|[()]|:[ \u00a0]")
 _CLAUSE_CROSS_RE = re.compile(r";|[ \u00a0][–—][ \u00a0]")
 _WORDS_RE = re.compile(r"[^\W\d_][\w'’.-]*|\d+")
 _ROLE_TAIL_RE = re.compile(r"(?:[^\W\d_][\w'’.-]*[ \u00a0]+)*\Z")
+_NAME_BEFORE_RE = re.compile(r"(?<![\w&.-])[A-Z][\w&.-]*(?:[ ][A-Z][\w&.-]*)?\Z")
 _CAMEL_RE = re.compile(r"(?<![\w-])[A-Z][a-z]+[A-Z][A-Za-z]+(?![\w])")
 
 
@@ -174,6 +175,24 @@ def find_orgs(text: str, patterns: OrgPatterns) -> OrgIndex:
             name = m.group("n")
             if name not in stop and name.lower() not in stopwords:
                 add(m.start("n"), m.end("n"), name)
+                full_names.setdefault(name, name)
+    if patterns.appositive_re is not None:
+        # "Lovable, a Swedish vibe-coding startup, raised …": the name an appositive describes;
+        # not "Steinberg, a partner in the firm" (a function word: a phrase about the name)
+        for m in patterns.appositive_re.finditer(text):
+            if any(w.lower() in stopwords for w in m.group("a").split()):
+                continue
+            before = _NAME_BEFORE_RE.search(text, max(0, m.start() - 60), m.start())
+            if before is None:
+                continue
+            words = before.group(0).split(" ")
+            while words and (
+                words[0] in stop or words[0] in months or words[0].lower() in stopwords
+            ):
+                words.pop(0)
+            if words:
+                name = " ".join(words)
+                add(m.start() - len(name), m.start(), name)
                 full_names.setdefault(name, name)
     if patterns.object_re is not None:
         # "agreed to buy Informatica", "übernimmt Informatica": the object of a takeover verb

@@ -97,6 +97,8 @@ class FigureLexicon:
     known_orgs: tuple[str, ...]
     org_aliases: Mapping[str, str]
     descriptors: tuple[str, ...]
+    appositive_articles: tuple[str, ...]
+    appositive_descriptors: tuple[str, ...]
     months: tuple[str, ...]
     org_suffixes: tuple[str, ...]
     org_stop: frozenset[str]
@@ -135,6 +137,7 @@ class OrgPatterns:
     suffix_re: re.Pattern[str]  # "Scale AI", "Index Ventures"
     descriptor_re: re.Pattern[str] | None  # "der Datenspezialist Informatica"
     lead_re: re.Pattern[str] | None  # "Duolingo said …"
+    appositive_re: re.Pattern[str] | None  # "Lovable, a Swedish vibe-coding startup, …"
     object_re: re.Pattern[str] | None  # "agreed to buy Informatica"
 
 
@@ -174,6 +177,17 @@ def org_patterns(lexicons: Sequence[FigureLexicon], lang: str) -> OrgPatterns:
             rf"(?:{alternation(lex.subject_verbs)})(?![\w])",
             re.MULTILINE,
         )
+    appositive_re = None
+    if lex.appositive_articles and lex.appositive_descriptors:
+        # a comma, then an appositive that ends in a word only organisations are described by
+        # ("startup", not "designer") and is closed by punctuation; the name is looked for
+        # before the comma (a literal comma first keeps the scan fast)
+        appositive_re = re.compile(
+            rf",[ \u00a0]+(?:{alternation(lex.appositive_articles)})[ \u00a0]+"
+            rf"(?P<a>(?:[\w'’-]+[ \u00a0]+){{0,4}})"
+            rf"(?i:[\w-]*(?:{alternation(lex.appositive_descriptors)}))"
+            r"(?=[,;)])(?![,][ \u00a0]+[A-Z])"  # not "Separately, a startup, DeepSeek, …"
+        )
     verbs = [v for v in lex.target_verbs if " " not in v]
     object_re = None
     if verbs:
@@ -192,6 +206,7 @@ def org_patterns(lexicons: Sequence[FigureLexicon], lang: str) -> OrgPatterns:
         suffix_re=suffix_re,
         descriptor_re=descriptor_re,
         lead_re=lead_re,
+        appositive_re=appositive_re,
         object_re=object_re,
     )
 
@@ -475,6 +490,8 @@ def build_lexicon(data: Mapping[str, Any], path: str = "<lexicon>") -> FigureLex
             {str(k): str(v) for k, v in _table(orgs, "aliases", path).items()}
         ),
         descriptors=_words(orgs, "descriptors", path),
+        appositive_articles=_words(orgs, "appositive_articles", path),
+        appositive_descriptors=_words(orgs, "appositive_descriptors", path),
         months=months,
         org_suffixes=_words(orgs, "suffixes", path),
         org_stop=frozenset(_words(orgs, "stop", path)),

@@ -33,8 +33,9 @@ SPLITS = ("dev", "fresh")
 # Floors: measured on each split with the extractor as committed, rounded down a little.
 # fresh was labelled after the extractor was built and never tuned on (docs/figures.md).
 FLOORS: dict[str, dict[str, float]] = {
-    # fresh (round 3) measured 0.974 / 0.933 / 0.920 / 0.987 (f1 / metric / subject / period)
-    "fresh": {"f1": 0.96, "metric": 0.91, "subject": 0.90, "period": 0.97},
+    # fresh (round 3) measured 0.974 / 0.933 / 0.920 / 0.987 (f1 / metric / subject / period);
+    # subject 0.973 since the appositive names (docs/figures.md, Subject)
+    "fresh": {"f1": 0.96, "metric": 0.91, "subject": 0.95, "period": 0.97},
     # dev (seeds, dev, fresh rounds 1 and 2) measured 0.996 / 0.974 / 0.956 / 0.987
     "dev": {"f1": 0.98, "metric": 0.96, "subject": 0.94, "period": 0.97},
 }

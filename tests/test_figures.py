@@ -261,6 +261,43 @@ def test_names_after_one_word_and_multi_word_descriptors() -> None:
         assert [o.name for o in find_orgs(text, lex.orgs).orgs] == ["Ampere Computing"]
 
 
+@pytest.mark.parametrize(
+    ("lang", "text", "names"),
+    [
+        ("en", "Lovable, a Swedish vibe-coding startup, raised $200 million.", ["Lovable"]),
+        ("en", "Acme Robotics, a New York startup, said so.", ["Acme Robotics"]),
+        ("de", "Bei Qantify, einem Berliner KI-Start-up, steigt SAP ein.", ["Qantify", "SAP"]),
+        # a function word: a phrase about the name, not a description of it
+        ("en", "Steinberg, a partner in the firm, said so.", []),
+        # a definite article also follows sentence adverbs
+        ("en", "Meanwhile, the company, which makes chips, said so.", []),
+        # the appositive introduces the name that follows it
+        ("en", "Separately, a Chinese startup, DeepSeek, said so.", ["DeepSeek"]),
+        # a word that also describes people
+        ("en", "Jony Ive, a former Apple designer, joins.", ["Apple"]),
+    ],
+)
+def test_names_described_by_an_appositive(
+    lexicons: Mapping[str, FigureLexicon], lang: str, text: str, names: list[str]
+) -> None:
+    from pipeline.figures_context import find_orgs
+
+    patterns = lexicons[lang].orgs
+    assert patterns is not None
+    assert [o.name for o in find_orgs(text, patterns).orgs] == names
+
+
+def test_appositive_name_is_the_subject(lexicons: Mapping[str, FigureLexicon]) -> None:
+    text = (
+        "Lovable, a Swedish vibe-coding startup, raised $200 million at a $1.8 billion valuation."
+    )
+    figures = extract_figures(text, "en", None, lexicons)
+    assert [(f.metric, f.subject) for f in figures] == [
+        ("deal_value", "Lovable"),
+        ("valuation", "Lovable"),
+    ]
+
+
 def test_loaded_lexicons_share_organisation_patterns(
     lexicons: Mapping[str, FigureLexicon],
 ) -> None:
