@@ -388,11 +388,12 @@ def assign_subject(
                 scope.append(o)
                 have.add(role)
     earlier = False
+    named = sent  # the sentence the names in scope come from
     if not scope:
         for prev in prevs:
             scope, floor = orgs_in(orgs, prev), prev.start
             if scope:
-                earlier = True
+                earlier, named = True, prev
                 break
     if not scope:
         # last resort: a name inside a compound of the sentence ("Anthropic-Mitgründer")
@@ -401,11 +402,11 @@ def assign_subject(
         return None
     roles = {o: _role(text, o, floor, orgs, lex) for o in scope}
     if any(r == "from" for r in roles.values()):
-        # "raised $1bn from X": X invests; "pay $2bn to license technology from X": X sells
-        span = prevs[0] if earlier and prevs else sent
+        # "raised $1bn from X": X invests; "pay $2bn to license technology from X": X sells;
+        # "The round was led by X. The company has now received $320m": X invests
         receiving_sentence = any(
-            _receives(text, Org(o.start, o.start, o.name, False), span.end, lex) for o in scope
-        )
+            _receives(text, Org(o.start, o.start, o.name, False), named.end, lex) for o in scope
+        ) or (earlier and bool(lex.receive_verb_re.search(text[sent.start : sent.end].lower())))
         for o, r in roles.items():
             if r == "from":
                 roles[o] = "investor" if receiving_sentence else "target"

@@ -214,6 +214,20 @@ def test_seller_after_from_with_pay_verb() -> None:
     assert [f.subject for f in extract_figures(text, "en")] == ["General Catalyst → Mistral AI"]
 
 
+def test_investor_named_a_sentence_before_a_receiving_figure() -> None:
+    # the figure's sentence names nobody but receives; "von X" a sentence before is the investor
+    text = (
+        "Das Start-up Cinder Labs hat 250 Millionen Dollar eingesammelt. Angeführt wurde die "
+        "Runde von Harbor Point Ventures; Cinder wird dabei mit 3 Milliarden Dollar bewertet. "
+        "Das Unternehmen hat damit insgesamt 320 Millionen Dollar erhalten."
+    )
+    last = extract_figures(text, "de")[-1]
+    assert last.metric == "funding_total" and last.subject is not None
+    investor, target = last.subject.split(" → ")
+    # (German suffix names keep one word before the suffix: docs/figures.md, Known weaknesses)
+    assert investor.endswith("Point Ventures") and target == "Cinder Labs"
+
+
 def test_lexicon_errors_name_the_file(tmp_path: Path) -> None:
     from pipeline.errors import ConfigError
 
