@@ -6,6 +6,7 @@ store, fetcher, clock and channels.
 
 from __future__ import annotations
 
+import difflib
 import random
 import sys
 import threading
@@ -20,11 +21,18 @@ import platformdirs
 
 from pipeline import drift as drift_mod
 from pipeline.errors import ConfigError
-from pipeline.models import Clock, FeedConfig, FeedState, IngestItem, utcnow
+from pipeline.models import Clock, FeedConfig, FeedState, IngestItem, is_http_url, utcnow
 from pipeline.notify import AppriseChannel, Channel, FileChannel, NotifyError, StreamChannel
 from pipeline.opml import parse_opml, to_opml
 from pipeline.settings import Settings, feeds_path, load_feeds, load_settings
-from storage.repository import AlertRecord, ArticleRecord, Store, StorySummary, lease_holder
+from storage.repository import (
+    AlertRecord,
+    ArticleRecord,
+    Repo,
+    Store,
+    StorySummary,
+    lease_holder,
+)
 
 # The pipeline proper (HTTP, extraction, figures, stories: about 0.4 s of imports) is
 # imported where it is used, so that listing commands (status, stories, drift …) start
@@ -244,6 +252,8 @@ class App:
     def add_feed(
         self, url: str, *, outlet: str, lang: str, interval: int | None, on_topic: bool
     ) -> bool:
+        if not is_http_url(url):
+            raise ConfigError(f"not an http(s) URL: {url!r}")
         feed = FeedConfig(
             url=url,
             outlet=outlet,
@@ -298,9 +308,7 @@ class App:
 
     def story_figures(self, story_id: int) -> list[dict[str, Any]]:
         with self._store().unit() as repo:
-            found = repo.stories(story_id)
-            if not found:
-                raise ConfigError(f"no story with id {story_id}")
+            _require_story(repo, story_id)
             rows = []
             for a in repo.articles():
                 if a.story_id != story_id:
@@ -337,6 +345,10 @@ class App:
         """Drift-table rows: each observation with its group's status (or revisions)."""
         rules = drift_mod.drift_rules(self._settings())
         with self._store().unit() as repo:
+            if story_id is not None:
+                _require_story(repo, story_id)
+            if outlet is not None and outlet not in (names := repo.outlet_names()):
+                raise ConfigError(_unknown("outlet", outlet, names))
             obs = repo.observations(
                 story_id=story_id, metric=metric, as_of=as_of, history=revisions, since=since
             )
@@ -379,10 +391,8 @@ class App:
         from pipeline.plot import plot_story
 
         with self._store().unit() as repo:
-            if not repo.stories(story_id):
-                raise ConfigError(f"no story with id {story_id}")
+            title = _require_story(repo, story_id).title
             obs = repo.observations(story_id=story_id, metric=metric, history=True)
-            title = repo.stories(story_id)[0].title
         if not obs:
             raise ConfigError(
                 f"story {story_id} has no observations" + (f" of {metric}" if metric else "")
@@ -439,3 +449,21 @@ class App:
             except (NotifyError, ConfigError) as e:
                 results.append((channel.name, str(e)))
         return results
+
+
+def _unknown(what: str, name: str, known: Sequence[str] | set[str]) -> str:
+    """``no outlet named 'x'``, with the closest known names when there are any."""
+    close = difflib.get_close_matches(name, sorted(known), n=3)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return f"no {what} named {name!r}{hint}"
+
+
+def _require_story(repo: Repo, story_id: int) -> StorySummary:
+    """The story ``story_id``, or a ConfigError saying it does not exist or where it went."""
+    found = repo.stories(story_id)
+    if found:
+        return found[0]
+    live = repo.live_story(story_id)
+    if live != story_id:
+        raise ConfigError(f"story {story_id} was merged into story {live}")
+    raise ConfigError(f"no story with id {story_id}")

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import click
 
 from pipeline.errors import LeaseHeld, NewsdriftError
+from pipeline.models import METRICS
 from pipeline.paths import default_db_url
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -490,7 +491,7 @@ def story(ctx: click.Context, story_id: int, fmt: str | None) -> None:
 
 @main.command()
 @click.option("--story", "story_id", type=int, default=None, help="Only this story.")
-@click.option("--metric", default=None, help="Only this metric.")
+@click.option("--metric", type=click.Choice(METRICS), default=None, help="Only this metric.")
 @click.option("--outlet", default=None, help="Only this outlet's observations.")
 @click.option("--since", default=None, help="Only observations from this time on (ISO 8601).")
 @click.option("--diverging", is_flag=True, help="Only rows of diverging groups.")
@@ -529,7 +530,12 @@ def drift(
 
 @main.command()
 @click.argument("story_id", type=int)
-@click.option("--metric", default=None, help="Only this metric (default: every metric).")
+@click.option(
+    "--metric",
+    type=click.Choice(METRICS),
+    default=None,
+    help="Only this metric (default: every metric).",
+)
 @click.option(
     "-o",
     "--output",

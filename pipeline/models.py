@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 
 def utc(dt: datetime) -> datetime:
@@ -147,6 +148,16 @@ class Outlet:
     name: str
     lang: str
     homepage: str | None = None
+
+
+def is_http_url(url: str) -> bool:
+    """True for an absolute http(s) URL with a host and no whitespace (what a feed needs)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # "http://[::1" and other malformed netlocs
+        return False
+    return parts.scheme in ("http", "https") and bool(host) and not any(c.isspace() for c in url)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from xml.sax.saxutils import quoteattr
 from lxml import etree
 
 from pipeline.errors import InputError
-from pipeline.models import FeedConfig
+from pipeline.models import FeedConfig, is_http_url
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,7 @@ def parse_opml(content: bytes, source: str) -> list[FeedConfig]:
         url = (outline.get("xmlUrl") or outline.get("xmlurl") or "").strip()
         if not url:
             continue
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if not is_http_url(url):
             raise InputError(f"{_where(source, outline)}: xmlUrl {url!r} is not an http(s) URL")
         if url in seen:
             log.info("opml: source=%s duplicate feed %s skipped", source, url)
@@ -66,7 +65,7 @@ def parse_opml(content: bytes, source: str) -> list[FeedConfig]:
         feeds.append(
             FeedConfig(
                 url=url,
-                outlet=_outlet(outline, parts.hostname or url),
+                outlet=_outlet(outline, urlsplit(url).hostname or url),
                 lang=_outline_lang(outline) or doc_lang,
             )
         )

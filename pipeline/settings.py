@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pipeline.alerts import ALERT_KINDS, QuietHours
 from pipeline.errors import ConfigError
-from pipeline.models import METRICS, FeedConfig, Outlet
+from pipeline.models import METRICS, FeedConfig, Outlet, is_http_url
 from pipeline.paths import shipped_config_dir
 
 LANGS = ("de", "en")
@@ -439,7 +439,7 @@ def load_feeds(path: Path, default_interval: int = 30) -> FeedsFile:
         if not urls:
             raise r.fail("feeds", "an outlet needs at least one feed URL")
         for url in urls:
-            if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+", url):
+            if not isinstance(url, str) or not is_http_url(url):
                 raise r.fail("feeds", f"not an http(s) URL: {url!r}")
             if url in seen_urls:
                 raise r.fail("feeds", f"feed listed twice: {url}")

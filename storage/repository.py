@@ -382,6 +382,9 @@ class Repo:
         self._outlet_ids[outlet.name] = row.id
         return row.id
 
+    def outlet_names(self) -> set[str]:
+        return set(self.s.scalars(select(OutletRow.name)))
+
     def add_feed(self, feed: FeedConfig, now: datetime) -> bool:
         """Add a feed (and its outlet); False when it was there already."""
         if self.s.scalar(select(FeedRow.id).where(FeedRow.url == feed.url)) is not None:

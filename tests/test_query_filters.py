@@ -1,0 +1,72 @@
+"""The query commands' filters: a name that matches nothing known is an error, not an
+empty table (a typo in ``--outlet`` or ``--metric`` must not read as "no drift")."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.app import App
+from pipeline.cli import main
+from pipeline.errors import ConfigError
+from storage.repository import Store
+from tests.pg import DbFactory
+
+T = datetime(2025, 6, 13, 8, tzinfo=UTC)
+
+
+@pytest.fixture
+def db(new_db: DbFactory) -> str:
+    """Two stories of one article each, the second merged into the first."""
+    url = new_db()
+    store = Store.open(url)
+    with store.unit() as repo:
+        a, _ = repo.add_article(
+            key="a", url="a", outlet="netzmarkt.example", lang="de", published=T, title="a", now=T
+        )
+        b, _ = repo.add_article(
+            key="b", url="b", outlet="aiwire.example", lang="en", published=T, title="b", now=T
+        )
+        s1, s2 = repo.create_story("a", T), repo.create_story("b", T)
+        repo.attach(a, s1, level="new", score=0, fingerprint={}, keys=["k"], published=T)
+        repo.attach(b, s2, level="new", score=0, fingerprint={}, keys=["k"], published=T)
+        repo.merge_stories(s2, s1, b, T)
+    store.close()
+    assert (s1, s2) == (1, 2)
+    return url
+
+
+def test_known_filters_with_nothing_to_show_give_an_empty_table(db: str) -> None:
+    app = App(db_url=db, channels=[], sync_feeds=False)
+    assert app.drift_rows(story_id=1, outlet="aiwire.example", metric="valuation") == []
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"outlet": "netzmarkt"}, "no outlet named 'netzmarkt'; did you mean 'netzmarkt.example'?"),
+        ({"outlet": "heise"}, "no outlet named 'heise'"),
+        ({"story_id": 9}, "no story with id 9"),
+        ({"story_id": 2}, "story 2 was merged into story 1"),
+    ],
+)
+def test_unknown_names_are_errors(db: str, query: dict[str, object], message: str) -> None:
+    app = App(db_url=db, channels=[], sync_feeds=False)
+    with pytest.raises(ConfigError) as e:
+        app.drift_rows(**query)  # type: ignore[arg-type]
+    assert str(e.value) == message
+
+
+def test_cli_names_the_bad_filter(db: str) -> None:
+    runner = CliRunner()
+    bad_metric = runner.invoke(main, ["--db", db, "drift", "--metric", "valuaton"])
+    assert bad_metric.exit_code == 2
+    assert "'valuaton' is not one of" in bad_metric.output
+    bad_outlet = runner.invoke(main, ["--db", db, "drift", "--outlet", "netzmarkt"])
+    assert bad_outlet.exit_code == 1
+    assert "did you mean 'netzmarkt.example'?" in bad_outlet.output
+    merged = runner.invoke(main, ["--db", db, "story", "2"])
+    assert merged.exit_code == 1
+    assert "story 2 was merged into story 1" in merged.output
