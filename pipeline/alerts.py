@@ -29,22 +29,31 @@ class AlertRules:
     feed_broken_after: timedelta = timedelta(days=1)
 
 
-def format_value(o: Observation) -> str:
+def _scale(o: Observation) -> tuple[float, str, str]:
+    """How an observation's numbers are shown: (divisor, scale word, unit text)."""
     if o.unit == "percent":
-        shown, unit = f"{o.value:g}", "%"
-    elif abs(o.value) >= 1e9:
-        shown, unit = f"{o.value / 1e9:g} bn", f" {o.unit}"
-    elif abs(o.value) >= 1e6:
-        shown, unit = f"{o.value / 1e6:g} m", f" {o.unit}"
-    else:
-        shown, unit = f"{o.value:g}", f" {o.unit}" if o.unit != "count" else ""
+        return 1.0, "", "%"
+    unit = f" {o.unit}" if o.unit != "count" else ""
+    if abs(o.value) >= 1e9:
+        return 1e9, " bn", unit
+    if abs(o.value) >= 1e6:
+        return 1e6, " m", unit
+    return 1.0, "", unit
+
+
+def format_value(o: Observation) -> str:
+    """``14.3 bn USD``, ``≥ 900 m USD``, ``49%``."""
+    div, scale, unit = _scale(o)
     bound = {"at_least": "≥ ", "at_most": "≤ ", "approx": "~ "}.get(str(o.qualifier), "")
-    return f"{bound}{shown}{unit}"
+    return f"{bound}{o.value / div:g}{scale}{unit}"
 
 
 def interval_text(o: Observation) -> str:
-    high = "∞" if math.isinf(o.high) else f"{o.high:.6g}"
-    return f"[{o.low:.6g}, {high}]"
+    """The interval an observation stands for, in the scale of its value:
+    ``[14.25, 14.35]`` for 14.3 bn, ``[900, ∞]`` for "more than $900 million"."""
+    div = _scale(o)[0]
+    high = "∞" if math.isinf(o.high) else f"{o.high / div:.6g}"
+    return f"[{o.low / div:.6g}, {high}]"
 
 
 def _evidence(observations: Iterable[Observation]) -> list[str]:

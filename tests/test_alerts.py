@@ -39,6 +39,21 @@ def obs(outlet: str, value: float, *, article: str | None = None) -> Observation
     )
 
 
+def test_values_and_intervals_are_shown_in_one_scale() -> None:
+    from dataclasses import replace
+
+    from pipeline.alerts import format_value, interval_text
+
+    exact = obs("a.example", 14.3e9)
+    assert (format_value(exact), interval_text(exact)) == ("14.3 bn USD", "[14.25, 14.35]")
+    more = replace(exact, value=900e6, low=900e6, high=float("inf"), qualifier=Qualifier.AT_LEAST)
+    assert (format_value(more), interval_text(more)) == ("≥ 900 m USD", "[900, ∞]")
+    stake = replace(exact, value=49.0, low=48.5, high=49.5, unit="percent")
+    assert (format_value(stake), interval_text(stake)) == ("49%", "[48.5, 49.5]")
+    staff = replace(exact, value=180.0, low=179.5, high=180.5, unit="count")
+    assert (format_value(staff), interval_text(staff)) == ("180", "[179.5, 180.5]")
+
+
 def plan(observations: list[Observation], states: dict[str, GroupState], now: datetime):  # type: ignore[no-untyped-def]
     alerts, changed = plan_alerts(
         findings(observations, DriftRules(0.01)), states, RULES, {1: "Meta/Scale"}, now
