@@ -180,6 +180,8 @@ def find_orgs(text: str, patterns: OrgPatterns) -> OrgIndex:
         # "Lovable, a Swedish vibe-coding startup, raised …": the name an appositive describes;
         # not "Steinberg, a partner in the firm" (a function word: a phrase about the name)
         for m in patterns.appositive_re.finditer(text):
+            if not m.group("d").lower().endswith(patterns.appositive_ends):
+                continue
             if any(w.lower() in stopwords for w in m.group("a").split()):
                 continue
             before = _NAME_BEFORE_RE.search(text, max(0, m.start() - 60), m.start())

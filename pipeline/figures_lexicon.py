@@ -138,6 +138,7 @@ class OrgPatterns:
     descriptor_re: re.Pattern[str] | None  # "der Datenspezialist Informatica"
     lead_re: re.Pattern[str] | None  # "Duolingo said …"
     appositive_re: re.Pattern[str] | None  # "Lovable, a Swedish vibe-coding startup, …"
+    appositive_ends: tuple[str, ...]  # how the appositive's last word ends, lower case
     object_re: re.Pattern[str] | None  # "agreed to buy Informatica"
 
 
@@ -179,13 +180,13 @@ def org_patterns(lexicons: Sequence[FigureLexicon], lang: str) -> OrgPatterns:
         )
     appositive_re = None
     if lex.appositive_articles and lex.appositive_descriptors:
-        # a comma, then an appositive that ends in a word only organisations are described by
-        # ("startup", not "designer") and is closed by punctuation; the name is looked for
-        # before the comma (a literal comma first keeps the scan fast)
+        # a comma, then an appositive closed by punctuation whose last word (group "d") is to
+        # end in a word only organisations are described by ("startup", not "designer"),
+        # checked with str.endswith; the name is looked for before the comma. A literal comma
+        # first keeps the scan fast, and no alternation after a "[\w-]*" keeps it linear.
         appositive_re = re.compile(
             rf",[ \u00a0]+(?:{alternation(lex.appositive_articles)})[ \u00a0]+"
-            rf"(?P<a>(?:[\w'’-]+[ \u00a0]+){{0,4}})"
-            rf"(?i:[\w-]*(?:{alternation(lex.appositive_descriptors)}))"
+            rf"(?P<a>(?:[\w'’-]+[ \u00a0]+){{0,4}})(?P<d>[\w-]+)"
             r"(?=[,;)])(?![,][ \u00a0]+[A-Z])"  # not "Separately, a startup, DeepSeek, …"
         )
     verbs = [v for v in lex.target_verbs if " " not in v]
@@ -207,6 +208,7 @@ def org_patterns(lexicons: Sequence[FigureLexicon], lang: str) -> OrgPatterns:
         descriptor_re=descriptor_re,
         lead_re=lead_re,
         appositive_re=appositive_re,
+        appositive_ends=tuple(d.lower() for d in lex.appositive_descriptors),
         object_re=object_re,
     )
 
