@@ -189,8 +189,9 @@ def _timed(text: str) -> float:
         "1." * 500,
         "Scale AI Meta OpenAI " * 40,
         "über 1,5 Mrd. $ Umsatz. ",
+        "Acme, ein junges Berliner Start-up, sammelt ",
     ],
-    ids=["news", "digits", "commas", "dots", "names", "dense-money"],
+    ids=["news", "digits", "commas", "dots", "names", "dense-money", "appositives"],
 )
 def test_linear_time(unit: str) -> None:
     """10x the text may take at most LINEAR_SLACK x 10 the time: no catastrophic regex
