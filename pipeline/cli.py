@@ -70,7 +70,7 @@ def emit(
         writer = csv.DictWriter(buf, fieldnames=list(columns))
         writer.writeheader()
         for r in clean:
-            writer.writerow({k: _cell(v) for k, v in r.items()})
+            writer.writerow({k: _cell(v, exact=True) for k, v in r.items()})
         click.echo(buf.getvalue(), nl=False)
     else:
         from rich.console import Console
@@ -84,14 +84,25 @@ def emit(
         Console(width=max(160, Console().width)).print(table)
 
 
-def _cell(v: Any) -> str:
+def _cell(v: Any, *, exact: bool = False) -> str:
+    """A value as text: numbers for people in a table ("14.3 bn"), every digit in CSV."""
     if v is None:
         return ""
     if isinstance(v, list | tuple):
         return ", ".join(str(x) for x in v)
     if isinstance(v, float):
-        return f"{v:.6g}"
+        return repr(v) if exact else _human(v)
     return str(v)
+
+
+def _human(v: float) -> str:
+    """A float for a table: 14.3 bn, 900 m, 49 (the unit has its own column; an open
+    bound is empty, as in JSON)."""
+    if abs(v) >= 1e9:
+        return f"{v / 1e9:.7g} bn"
+    if abs(v) >= 1e6:
+        return f"{v / 1e6:.7g} m"
+    return f"{v:.7g}"
 
 
 def listing(f: F) -> F:

@@ -31,7 +31,7 @@ def prometheus_text(status: dict[str, Any]) -> str:
         if value is None:
             continue
         name = f"newsdrift_{key}"
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {float(value):g}"]
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {_number(value)}"]
     finished = status.get("last_cycle_finished")
     if isinstance(finished, datetime):
         name = "newsdrift_last_cycle_finished_timestamp_seconds"
@@ -41,6 +41,14 @@ def prometheus_text(status: dict[str, Any]) -> str:
             f"{name} {finished.timestamp():.0f}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _number(value: Any) -> str:
+    """Every digit: counts as integers, the rest as Python's shortest exact float text
+    (``:g`` kept six digits, so 1,234,567 articles read 1.23457e+06)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return repr(float(value))
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -1,0 +1,47 @@
+"""How listings print numbers: every digit in CSV and JSON, a readable scale in tables."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from pipeline.cli import emit
+
+ROWS = [
+    {"metric": "deal_value", "value": 1234567890.0, "high": float("inf")},
+    {"metric": "stake", "value": 49.0, "high": 49.5},
+    {"metric": "cash", "value": 900e6, "high": 905e6},
+]
+
+
+def test_csv_keeps_every_digit(capsys: pytest.CaptureFixture[str]) -> None:
+    emit(ROWS, "csv", ["metric", "value"])
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [float(r["value"]) for r in rows] == [1234567890.0, 49.0, 900e6]
+
+
+def test_json_keeps_every_digit(capsys: pytest.CaptureFixture[str]) -> None:
+    emit(ROWS, "json", ["metric", "value"])
+    assert [r["value"] for r in json.loads(capsys.readouterr().out)] == [1234567890.0, 49.0, 9e8]
+
+
+def test_table_shows_numbers_in_a_readable_scale(capsys: pytest.CaptureFixture[str]) -> None:
+    emit(ROWS, "table", ["metric", "value", "high"])
+    out = capsys.readouterr().out
+    assert "1.234568 bn" in out and "inf" not in out  # an open bound is empty, as in JSON
+    assert "900 m" in out and "905 m" in out and "49.5" in out
+    assert "e+" not in out
+
+
+def test_prometheus_gauges_keep_every_digit() -> None:
+    from pipeline.metrics import prometheus_text
+
+    text = prometheus_text(
+        {"articles": 1234567, "database_bytes": 234567891, "last_cycle_seconds": 12.3456789}
+    )
+    assert "newsdrift_articles 1234567\n" in text
+    assert "newsdrift_database_bytes 234567891\n" in text
+    assert "newsdrift_last_cycle_seconds 12.3456789\n" in text
