@@ -141,10 +141,10 @@ def clean_errors(f: F) -> F:
 
 
 def setup_logging(verbose: int, quiet: int, log_format: str) -> None:
-    level = logging.INFO - 10 * verbose + 10 * quiet
-    level = max(
-        logging.DEBUG, min(logging.CRITICAL, level if (verbose or quiet) else logging.WARNING)
-    )
+    """Warnings by default; ``-v`` info, ``-vv`` debug; ``-q`` errors only, ``-qq`` critical.
+    Libraries log one step quieter than newsdrift (never below warnings): their warnings
+    ("discarding data") restate failures newsdrift reports itself, so they show from -v on."""
+    level = max(logging.DEBUG, min(logging.CRITICAL, logging.WARNING - 10 * verbose + 10 * quiet))
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(_JsonFormatter())
@@ -162,7 +162,7 @@ def setup_logging(verbose: int, quiet: int, log_format: str) -> None:
         "alembic",
         "apscheduler",
     ):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+        logging.getLogger(noisy).setLevel(max(level + 10, logging.WARNING))
 
 
 class _JsonFormatter(logging.Formatter):
@@ -814,10 +814,16 @@ def _read_input(source: str) -> bytes:
 @clean_errors
 def extract(url: str | None, source: str) -> None:
     """Text and metadata newsdrift extracts from one HTML page, as one JSON object."""
+    from pipeline.errors import ParseError
     from pipeline.extract import decode_html, extract_article
 
     html, _how = decode_html(_read_input(source), {})
-    ex = extract_article(html, url)
+    try:
+        ex = extract_article(html, url)
+    except ParseError as e:
+        # without --url the page is known by its file
+        where = url or ("<stdin>" if source == "-" else source)
+        raise click.ClickException(f"{where}: {e.reason}") from e
     site = ex.site
     click.echo(
         json.dumps(

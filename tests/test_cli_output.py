@@ -1,10 +1,13 @@
-"""How listings print numbers: every digit in CSV and JSON, a readable scale in tables."""
+"""How the CLI prints: numbers (every digit in CSV, JSON and Prometheus, a readable scale in
+tables) and log levels."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import logging
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +48,38 @@ def test_prometheus_gauges_keep_every_digit() -> None:
     assert "newsdrift_articles 1234567\n" in text
     assert "newsdrift_database_bytes 234567891\n" in text
     assert "newsdrift_last_cycle_seconds 12.3456789\n" in text
+
+
+@pytest.mark.parametrize(
+    ("verbose", "quiet", "ours", "libraries"),
+    [
+        (0, 0, logging.WARNING, logging.ERROR),
+        (1, 0, logging.INFO, logging.WARNING),
+        (2, 0, logging.DEBUG, logging.WARNING),
+        (0, 1, logging.ERROR, logging.CRITICAL),
+        (0, 3, logging.CRITICAL, logging.CRITICAL + 10),
+    ],
+)
+def test_verbosity_flags(verbose: int, quiet: int, ours: int, libraries: int) -> None:
+    from pipeline.cli import setup_logging
+
+    root, lib = logging.getLogger(), logging.getLogger("trafilatura")
+    saved = (root.handlers[:], root.level, lib.level)
+    try:
+        setup_logging(verbose, quiet, "text")
+        assert (root.level, lib.level) == (ours, libraries)
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        lib.setLevel(saved[2])
+
+
+def test_extract_names_the_file_of_a_page_without_text(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    page = tmp_path / "empty.html"
+    page.write_text("<html><body><nav>Home</nav></body></html>", encoding="utf-8")
+    result = CliRunner().invoke(main, ["extract", str(page)])
+    assert result.exit_code == 1
+    assert f"{page}: " in result.output and "<html>" not in result.output
