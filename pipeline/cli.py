@@ -279,7 +279,7 @@ def run(ctx: click.Context, metrics_file: Path | None) -> None:
 @METRICS_FILE
 @click.option(
     "--interval",
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),
     default=None,
     help="Minutes between cycles (default: [daemon] interval_minutes).",
 )
@@ -407,7 +407,9 @@ def feeds_list(ctx: click.Context, fmt: str | None) -> None:
 @click.option(
     "--lang", type=click.Choice(["de", "en"]), required=True, help="Language of the feed."
 )
-@click.option("--interval", type=int, default=None, help="Poll interval in minutes.")
+@click.option(
+    "--interval", type=click.IntRange(min=1), default=None, help="Poll interval in minutes."
+)
 @click.option("--on-topic", is_flag=True, help="Every item is on topic: skip the topic filter.")
 @click.pass_context
 @clean_errors

@@ -21,7 +21,7 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from pipeline.errors import LeaseHeld, NewsdriftError
+from pipeline.errors import ConfigError, LeaseHeld, NewsdriftError
 from storage.repository import lease_holder
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,9 @@ def run_daemon(
 ) -> None:
     """Run cycles until SIGTERM/SIGINT (or ``stop`` is set); raises LeaseHeld at once
     when another daemon runs on this database."""
-    minutes = interval_minutes or app.settings.daemon.interval_minutes
+    minutes = app.settings.daemon.interval_minutes if interval_minutes is None else interval_minutes
+    if not minutes > 0:  # (NaN too) APScheduler's thread would die on it, the daemon hang
+        raise ConfigError(f"daemon interval must be more than 0 minutes, got {minutes!r}")
     ttl = max(timedelta(minutes=30), timedelta(minutes=3 * minutes))
     holder = lease_holder()
     with app._store().unit() as repo:

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.app import App
 from pipeline.daemon import run_daemon
-from pipeline.errors import LeaseHeld
+from pipeline.errors import ConfigError, LeaseHeld
 from storage.repository import Store
 from tests.pg import DbFactory
 
@@ -97,3 +97,28 @@ def test_sigterm_taken_by_another_thread_stops_the_daemon(
     assert not gave_up.is_set(), "the daemon did not see a SIGTERM taken by another thread"
     assert sent and stopped - sent[0] < 5
     assert signal.getsignal(signal.SIGTERM) == handler_before  # its handler was put back
+
+
+@pytest.mark.parametrize("minutes", [0.0, -5.0, float("nan")])
+def test_a_non_positive_interval_is_refused_before_anything_runs(
+    tmp_path: Path, new_db: DbFactory, minutes: float
+) -> None:
+    # APScheduler's thread died on a negative interval and the daemon hung without cycles
+    url = new_db("interval")
+    app = make_app(tmp_path, url)
+    with pytest.raises(ConfigError, match="more than 0 minutes"):
+        run_daemon(app, interval_minutes=minutes, stop=threading.Event())
+    assert cycles(app) == 0
+
+
+def test_the_cli_refuses_a_non_positive_interval(new_db: DbFactory) -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    for args in (["daemon", "--interval", "0"], ["daemon", "--interval", "-5"]):
+        result = CliRunner().invoke(main, ["--db", new_db("cli-interval"), *args])
+        assert result.exit_code == 2 and "is not in the range x>0" in result.output
+    feed = ["feeds", "add", "https://a.example/f", "--outlet", "a", "--lang", "en"]
+    result = CliRunner().invoke(main, ["--db", new_db("cli-interval"), *feed, "--interval", "0"])
+    assert result.exit_code == 2 and "is not in the range x>=1" in result.output
