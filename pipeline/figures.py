@@ -101,14 +101,32 @@ def load_lexicons(config_dir: Path | None = None) -> Mapping[str, FigureLexicon]
 
 
 def detect_lang(text: str, lexicons: Mapping[str, FigureLexicon] | None = None) -> str:
-    """``de`` or ``en`` (or another lexicon's language) by counting stopwords."""
+    """``de`` or ``en`` (or another lexicon's language) by counting stopwords; a word
+    written with a letter only that language's stopwords and months use ("übernimmt": ü)
+    counts half, which decides short texts whose few stopwords both languages share."""
     lexicons = lexicons or load_lexicons()
     words = [w.lower() for w in _WORD_RE.findall(text[:DETECT_SAMPLE])]
+    letters = _own_letters(lexicons)
     scores = {
-        lang: sum(1 for w in words if w in lx.stopwords) - 0.001 * (lang != "en")
+        lang: sum(1 for w in words if w in lx.stopwords)
+        + 0.5 * sum(1 for w in words if letters[lang].intersection(w))
+        - 0.001 * (lang != "en")
         for lang, lx in lexicons.items()
     }
     return max(scores, key=lambda k: scores[k])
+
+
+def _own_letters(lexicons: Mapping[str, FigureLexicon]) -> dict[str, frozenset[str]]:
+    """Per language, the non-ASCII letters of its stopwords and months that no other
+    language's use (German: ä, ö, ü, ß)."""
+    used = {
+        lang: {c for w in (*lx.stopwords, *lx.months) for c in w.lower() if not c.isascii()}
+        for lang, lx in lexicons.items()
+    }
+    return {
+        lang: frozenset(own - set().union(*(u for other, u in used.items() if other != lang)))
+        for lang, own in used.items()
+    }
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,9 @@ def test_detect_lang(lexicons: Mapping[str, FigureLexicon]) -> None:
     text = (SEEDS / "000_6f4135ff7f279fe5.txt").read_text(encoding="utf-8")
     assert detect_lang(text, lexicons) == "de"
     assert detect_lang("Meta is paying $14.3 billion for a 49% stake in the startup.") == "en"
+    # one shared stopword ("an"); the umlaut decides
+    assert detect_lang("Meta übernimmt 49 Prozent an Scale AI.", lexicons) == "de"
+    assert detect_lang("Meta pays $14bn for 49% of Scale AI.", lexicons) == "en"
 
 
 @pytest.mark.parametrize(
