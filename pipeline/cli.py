@@ -153,16 +153,20 @@ def setup_logging(verbose: int, quiet: int, log_format: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in (
-        "httpx",
-        "httpcore",
-        "trafilatura",
-        "htmldate",
-        "courlan",
-        "alembic",
-        "apscheduler",
-    ):
+    for noisy in QUIETER_LOGGERS:
         logging.getLogger(noisy).setLevel(max(level + 10, logging.WARNING))
+
+
+# Libraries that log one step quieter than newsdrift (``setup_logging``).
+QUIETER_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "trafilatura",
+    "htmldate",
+    "courlan",
+    "alembic",
+    "apscheduler",
+)
 
 
 class _JsonFormatter(logging.Formatter):

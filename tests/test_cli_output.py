@@ -61,16 +61,19 @@ def test_prometheus_gauges_keep_every_digit() -> None:
     ],
 )
 def test_verbosity_flags(verbose: int, quiet: int, ours: int, libraries: int) -> None:
-    from pipeline.cli import setup_logging
+    from pipeline.cli import QUIETER_LOGGERS, setup_logging
 
-    root, lib = logging.getLogger(), logging.getLogger("trafilatura")
-    saved = (root.handlers[:], root.level, lib.level)
+    root = logging.getLogger()
+    libs = [logging.getLogger(name) for name in QUIETER_LOGGERS]
+    handlers, levels = root.handlers[:], [lg.level for lg in (root, *libs)]
     try:
         setup_logging(verbose, quiet, "text")
-        assert (root.level, lib.level) == (ours, libraries)
-    finally:
-        root.handlers[:], root.level = saved[0], saved[1]
-        lib.setLevel(saved[2])
+        assert root.level == ours
+        assert {lg.name: lg.level for lg in libs} == dict.fromkeys(QUIETER_LOGGERS, libraries)
+    finally:  # setLevel, not .level =: it also clears the loggers' cached levels
+        root.handlers[:] = handlers
+        for lg, level in zip((root, *libs), levels, strict=True):
+            lg.setLevel(level)
 
 
 def test_extract_names_the_file_of_a_page_without_text(tmp_path: Path) -> None:
