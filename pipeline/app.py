@@ -7,6 +7,7 @@ store, fetcher, clock and channels.
 from __future__ import annotations
 
 import difflib
+import logging
 import random
 import sys
 import threading
@@ -24,15 +25,24 @@ from pipeline.errors import ConfigError
 from pipeline.models import Clock, FeedConfig, FeedState, IngestItem, is_http_url, utcnow
 from pipeline.notify import AppriseChannel, Channel, FileChannel, NotifyError, StreamChannel
 from pipeline.opml import parse_opml, to_opml
-from pipeline.settings import Settings, feeds_path, load_feeds, load_settings
+from pipeline.paths import shipped_config_dir
+from pipeline.settings import (
+    Settings,
+    feeds_path,
+    load_feeds,
+    load_settings,
+)
 from storage.repository import (
     AlertRecord,
     ArticleRecord,
+    FeedsApplied,
     Repo,
     Store,
     StorySummary,
     lease_holder,
 )
+
+log = logging.getLogger(__name__)
 
 # The pipeline proper (HTTP, extraction, figures, stories: about 0.4 s of imports) is
 # imported where it is used, so that listing commands (status, stories, drift …) start
@@ -89,7 +99,8 @@ class App:
     fetcher: Fetcher | None = None
     channels: Sequence[Channel] | None = None
     clock: Clock = utcnow
-    # Add the feeds of the config's feeds.toml before each cycle (off for the demo).
+    # Apply the config's feeds.toml before each cycle and each feed listing (off for the
+    # demo, whose feeds are its own).
     sync_feeds: bool = True
     _analyses: dict[bool, Analysis] = field(default_factory=dict, init=False, repr=False)
     # One lease holder for the App's life: a cycle whose lease could not be released (the
@@ -140,17 +151,21 @@ class App:
 
     # --- cycles ---------------------------------------------------------------------------
 
-    def sync_config_feeds(self) -> int:
-        """Add the feeds of the config's feeds.toml that the database lacks."""
-        s = self._settings()
-        feeds_file = load_feeds(feeds_path(self.config_dir), s.fetch.default_interval_minutes)
-        added = 0
+    def sync_config_feeds(self) -> FeedsApplied:
+        """Apply the config's feeds.toml to the database (``Repo.apply_feeds_file``): the
+        feeds it manages become what it lists; feeds added otherwise stay."""
+        path = feeds_path(self.config_dir)
+        listed = load_feeds(path, self._settings().fetch.default_interval_minutes)
         with self._store().unit() as repo:
-            for outlet in feeds_file.outlets:
-                repo.ensure_outlet(outlet)
-            for feed in feeds_file.feeds:
-                added += repo.add_feed(feed, self.clock())
-        return added
+            applied = repo.apply_feeds_file(listed.outlets, listed.feeds, self.clock())
+        for verb, urls in (
+            ("added", applied.added),
+            ("updated", applied.updated),
+            ("removed (no longer listed; its articles stay)", applied.removed),
+        ):
+            for url in urls:
+                log.info("%s: feed %s %s", path, url, verb)
+        return applied
 
     @contextmanager
     def leased(self) -> Iterator[tuple[Store, Callable[[], None]]]:
@@ -246,6 +261,9 @@ class App:
     # --- feeds ----------------------------------------------------------------------------
 
     def feeds(self) -> list[FeedState]:
+        """The stored feeds, with feeds.toml applied first (the set the next cycle polls)."""
+        if self.sync_feeds:
+            self.sync_config_feeds()
         with self._store().unit() as repo:
             return repo.feeds()
 
@@ -265,8 +283,36 @@ class App:
             return repo.add_feed(feed, self.clock())
 
     def remove_feed(self, url: str) -> bool:
+        """Remove a feed added by `feeds add` or `feeds import`. One that feeds.toml lists
+        is refused: the next cycle would add it again."""
         with self._store().unit() as repo:
+            listed_as = repo.feed_config_url(url) or url
+            if self.sync_feeds:
+                self._refuse_if_listed(listed_as)
             return repo.remove_feed(url)
+
+    def _refuse_if_listed(self, url: str) -> None:
+        path = feeds_path(self.config_dir)
+        listed = load_feeds(path, self._settings().fetch.default_interval_minutes)
+        if all(f.url != url for f in listed.feeds):
+            return
+        text = path.read_text(encoding="utf-8")
+        quoted = (f'"{url}"', f"'{url}'")
+        line = next(
+            (n for n, ln in enumerate(text.splitlines(), 1) if any(q in ln for q in quoted)),
+            None,
+        )
+        hint = (
+            "delete it here"
+            if path.parent != shipped_config_dir()
+            else "this is the shipped starter list: copy it into your own config directory "
+            "(--config or NEWSDRIFT_CONFIG) and delete the feed there"
+        )
+        raise ConfigError(
+            f"feed {url} is listed here, and the next cycle would add it again; {hint}",
+            path=str(path),
+            line=line,
+        )
 
     def import_feeds(self, source: Path) -> tuple[int, int]:
         if source.suffix == ".toml":

@@ -286,6 +286,15 @@ class PendingDelivery:
 
 
 @dataclass(frozen=True)
+class FeedsApplied:
+    """What applying feeds.toml changed, by feed URL."""
+
+    added: tuple[str, ...] = ()
+    updated: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ArticleRecord:
     id: int
     key: str
@@ -385,8 +394,9 @@ class Repo:
     def outlet_names(self) -> set[str]:
         return set(self.s.scalars(select(OutletRow.name)))
 
-    def add_feed(self, feed: FeedConfig, now: datetime) -> bool:
-        """Add a feed (and its outlet); False when it was there already."""
+    def add_feed(self, feed: FeedConfig, now: datetime, *, config_url: str | None = None) -> bool:
+        """Add a feed (and its outlet); False when it was there already. ``config_url``:
+        the URL feeds.toml lists it under, when the file manages it."""
         if self.s.scalar(select(FeedRow.id).where(FeedRow.url == feed.url)) is not None:
             return False
         outlet_id = self.ensure_outlet(Outlet(feed.outlet, feed.lang))
@@ -394,6 +404,7 @@ class Repo:
             FeedRow(
                 outlet_id=outlet_id,
                 url=feed.url,
+                config_url=config_url,
                 lang=feed.lang,
                 interval_minutes=feed.interval_minutes,
                 on_topic=feed.on_topic,
@@ -411,8 +422,81 @@ class Repo:
         row = self.s.scalar(select(FeedRow).where(FeedRow.url == url))
         if row is None:
             return False
+        self._delete_feed(row)
+        return True
+
+    def _delete_feed(self, row: FeedRow) -> None:
         self.s.execute(update(ArticleRow).where(ArticleRow.feed_id == row.id).values(feed_id=None))
         self.s.delete(row)
+
+    def feed_config_url(self, url: str) -> str | None:
+        """The feeds.toml URL of the feed stored under ``url`` (None: not managed by it)."""
+        return self.s.scalar(select(FeedRow.config_url).where(FeedRow.url == url))
+
+    def apply_feeds_file(
+        self, outlets: Sequence[Outlet], feeds: Sequence[FeedConfig], now: datetime
+    ) -> FeedsApplied:
+        """Make the feeds feeds.toml manages what it lists: add the missing ones, take its
+        outlet, language, interval, topic flag and terms for the ones stored, remove the
+        ones it no longer lists (their articles stay). A feed is matched by the URL the
+        file lists even after it moved to a permanent redirect; a stored feed the file
+        lists that was added otherwise is taken over. Feeds added by `feeds add` or
+        `feeds import` and not listed are left alone."""
+        for outlet in outlets:
+            stored = self.s.get_one(OutletRow, self.ensure_outlet(outlet))
+            if (stored.lang, stored.homepage) != (outlet.lang, outlet.homepage):
+                stored.lang, stored.homepage = outlet.lang, outlet.homepage
+        rows = list(self.s.scalars(select(FeedRow).order_by(FeedRow.id)))
+        by_config = {r.config_url: r for r in rows if r.config_url is not None}
+        by_url = {r.url: r for r in rows}
+        listed = {f.url for f in feeds}
+        added: list[str] = []
+        updated: list[str] = []
+        for feed in feeds:
+            row = by_config.get(feed.url)
+            if row is None:
+                row = by_url.get(feed.url)
+                if row is not None and row.config_url in listed:
+                    continue  # another listed URL moved here: that listing manages it
+            if row is None:
+                self.add_feed(feed, now, config_url=feed.url)
+                added.append(feed.url)
+                continue
+            row.config_url = feed.url
+            if self._take_feed_config(row, feed, now):
+                updated.append(row.url)
+        gone = [r for r in rows if r.config_url is not None and r.config_url not in listed]
+        for row in gone:
+            self._delete_feed(row)
+        self.s.flush()
+        return FeedsApplied(tuple(added), tuple(updated), tuple(r.url for r in gone))
+
+    def _take_feed_config(self, row: FeedRow, feed: FeedConfig, now: datetime) -> bool:
+        """Give a stored feed the settings ``feed`` lists; True if any changed. A shorter
+        interval takes effect now, not after the next poll under the old one."""
+        outlet_id = self.ensure_outlet(Outlet(feed.outlet, feed.lang))
+        wanted = (
+            outlet_id,
+            feed.lang,
+            feed.interval_minutes,
+            feed.on_topic,
+            list(feed.extra_terms),
+        )
+        stored = (
+            row.outlet_id,
+            row.lang,
+            row.interval_minutes,
+            row.on_topic,
+            row.extra_terms or [],
+        )
+        if wanted == stored:
+            return False
+        if feed.interval_minutes < (row.interval_minutes or feed.interval_minutes):
+            soon = now + timedelta(minutes=feed.interval_minutes)
+            if row.next_due_at is None or row.next_due_at > soon:
+                row.next_due_at = soon
+        row.outlet_id, row.lang, row.interval_minutes, row.on_topic = wanted[:4]
+        row.extra_terms = list(feed.extra_terms)
         return True
 
     def _feed_state(self, row: FeedRow, outlet: str) -> FeedState:

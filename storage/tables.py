@@ -63,10 +63,14 @@ class OutletRow(Base):
 
 class FeedRow(Base):
     __tablename__ = "feeds"
+    __table_args__ = (Index("ux_feeds_config_url", "config_url", unique=True),)  # (0008)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     outlet_id: Mapped[int] = mapped_column(ForeignKey("outlets.id"))
     url: Mapped[str] = mapped_column(String(2000), unique=True)
+    # The URL feeds.toml lists for a feed it manages (``url`` moves with a permanent
+    # redirect, this does not); NULL for one added by `feeds add` or `feeds import`.
+    config_url: Mapped[str | None] = mapped_column(String(2000))
     lang: Mapped[str] = mapped_column(String(8))
     interval_minutes: Mapped[int] = mapped_column(Integer, default=30)
     on_topic: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -31,9 +32,10 @@ def test_is_http_url(url: str, ok: bool) -> None:
     assert is_http_url(url) is ok
 
 
-def test_feeds_add_list_remove(new_db: DbFactory) -> None:
+def test_feeds_add_list_remove(new_db: DbFactory, tmp_path: Path) -> None:
+    (tmp_path / "feeds.toml").write_text("# feeds are in the database\n", encoding="utf-8")
     runner = CliRunner()
-    base = ["--db", new_db()]
+    base = ["--db", new_db(), "--config", str(tmp_path)]
 
     def feeds() -> list[dict[str, object]]:
         out = runner.invoke(main, [*base, "feeds", "list", "--format", "json"])

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from pipeline.cli import main
 from pipeline.feeds import content_hash
 from pipeline.models import Figure, Qualifier
+from storage.db import HEAD_REVISION
 from storage.repository import Store
 from tests.pg import DbFactory
 
@@ -77,11 +78,11 @@ def test_status_and_db_upgrade(new_db: DbFactory) -> None:
     url = new_db("status")
     runner = CliRunner()
     up = runner.invoke(main, ["--db", url, "db", "upgrade"])
-    assert up.exit_code == 0 and "-> 0007" in up.output, up.output
+    assert up.exit_code == 0 and f"-> {HEAD_REVISION}" in up.output, up.output
     again = runner.invoke(main, ["--db", url, "db", "upgrade"])
-    assert "0007 -> 0007" in again.output
+    assert f"{HEAD_REVISION} -> {HEAD_REVISION}" in again.output
     status = json.loads(runner.invoke(main, ["--db", url, "status", "--format", "json"]).output)
     assert status["feeds"] == 0 and status["articles_waiting"] == 0
-    assert status["database_bytes"] > 0 and status["schema_revision"] == "0007"
+    assert status["database_bytes"] > 0 and status["schema_revision"] == HEAD_REVISION
     prom = runner.invoke(main, ["--db", url, "status", "--format", "prometheus"]).output
     assert "# TYPE newsdrift_feeds gauge" in prom and "newsdrift_deliveries_failed 0" in prom

@@ -565,11 +565,13 @@ def test_migration_0007_posts_the_count_only_keys_of_stored_articles(new_db: DbF
     recent analysed article's other feature keys (``COUNT_ONLY``) exactly as analysis now
     does, at the time of its other postings; an article from before the horizon (30 days
     before the newest posting) keeps its postings as they were."""
+    from alembic import command
     from sqlalchemy import text
 
     from pipeline.app import App
     from pipeline.models import IngestItem
     from pipeline.stories import COUNT_ONLY
+    from storage.db import alembic_config
     from tests.test_stories import BREAK_IN, COLLISION, DE_OTHER, EN, ROUND_1, WIRE
 
     url = new_db("migrate")
@@ -602,9 +604,9 @@ def test_migration_0007_posts_the_count_only_keys_of_stored_articles(new_db: DbF
     # the same database as 0006 left it
     s = Store.open(url)
     with s.engine.begin() as conn:
-        conn.execute(text("DELETE FROM story_keys WHERE key LIKE '~%'"))
-        conn.execute(text("DROP INDEX ix_story_keys_published"))
-        conn.execute(text("UPDATE alembic_version SET version_num = '0006'"))
+        cfg = alembic_config(s.engine)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0006")  # 0007's downgrade drops the count-only postings
     s.close()
     s = Store.open(url)  # migrates
     old = {r[1] for r in analysed if r[2] == min(r[2] for r in analysed)}

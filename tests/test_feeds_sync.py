@@ -1,0 +1,168 @@
+"""feeds.toml applied to the database: the feeds it manages become what it lists.
+
+Before this, the file only added the feeds the database lacked: a feed it stopped listing
+was polled on, a changed interval or topic flag never arrived, `feeds remove` of a listed
+feed was undone by the next cycle, and a listed feed that had moved to its permanent
+redirect was added again under its old URL.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.app import App
+from pipeline.cli import main
+from pipeline.errors import ConfigError
+from pipeline.models import FeedState
+from tests.pg import DbFactory
+
+NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+
+
+def write_feeds(cfg: Path, *outlets: tuple[str, str, list[str], str]) -> Path:
+    """feeds.toml with one [[outlet]] per (name, lang, feeds, extra lines)."""
+    blocks = [
+        f'[[outlet]]\nname = "{name}"\nlang = "{lang}"\nfeeds = {json.dumps(feeds)}\n{extra}'
+        for name, lang, feeds, extra in outlets
+    ]
+    path = cfg / "feeds.toml"
+    path.write_text("\n".join(blocks), encoding="utf-8")
+    return path
+
+
+def by_url(app: App) -> dict[str, FeedState]:
+    with app._store().unit() as repo:
+        return {f.url: f for f in repo.feeds()}
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Path:
+    d = tmp_path / "cfg"
+    d.mkdir()
+    return d
+
+
+def test_the_file_adds_updates_and_removes_its_feeds(new_db: DbFactory, cfg: Path) -> None:
+    write_feeds(
+        cfg,
+        ("Alpha", "en", ["https://a.example/1", "https://a.example/2"], ""),
+        ("Beta", "de", ["https://b.example/rss"], ""),
+    )
+    app = App(db_url=new_db(), config_dir=cfg, channels=[], clock=lambda: NOW)
+    first = app.sync_config_feeds()
+    assert first.added == ("https://a.example/1", "https://a.example/2", "https://b.example/rss")
+    assert app.add_feed(
+        "https://c.example/feed", outlet="Gamma", lang="en", interval=None, on_topic=False
+    )
+
+    # the file drops a feed, renames an outlet and changes an outlet's settings
+    write_feeds(
+        cfg,
+        ("Alpha", "en", ["https://a.example/1"], "interval_minutes = 10\non_topic = true\n"),
+        ("Beta Zeitung", "de", ["https://b.example/rss"], 'extra_terms = ["Chip"]\n'),
+    )
+    second = app.sync_config_feeds()
+    assert second.added == ()
+    assert second.updated == ("https://a.example/1", "https://b.example/rss")
+    assert second.removed == ("https://a.example/2",)
+    feeds = by_url(app)
+    assert sorted(feeds) == [
+        "https://a.example/1",
+        "https://b.example/rss",
+        "https://c.example/feed",
+    ]
+    alpha, beta = feeds["https://a.example/1"], feeds["https://b.example/rss"]
+    assert (alpha.interval_minutes, alpha.on_topic) == (10, True)
+    assert beta.outlet == "Beta Zeitung"
+    with app._store().unit() as repo:
+        assert repo.feed_extra_terms(beta.id) == ("Chip",)
+    # the feed `feeds add` stored is not the file's to remove
+    assert feeds["https://c.example/feed"].outlet == "Gamma"
+
+    assert app.sync_config_feeds() == type(second)()  # applied twice: nothing to do
+
+
+def test_a_shorter_interval_applies_now(new_db: DbFactory, cfg: Path) -> None:
+    write_feeds(cfg, ("Alpha", "en", ["https://a.example/1"], "interval_minutes = 1440\n"))
+    app = App(db_url=new_db(), config_dir=cfg, channels=[], clock=lambda: NOW)
+    app.sync_config_feeds()
+    feed = by_url(app)["https://a.example/1"]
+    with app._store().unit() as repo:
+        repo.record_feed_ok(
+            feed.id,
+            now=NOW,
+            next_due=NOW + timedelta(days=1),
+            status="ok",
+            etag=None,
+            last_modified=None,
+        )
+    write_feeds(cfg, ("Alpha", "en", ["https://a.example/1"], "interval_minutes = 15\n"))
+    app.sync_config_feeds()
+    assert by_url(app)["https://a.example/1"].next_due_at == NOW + timedelta(minutes=15)
+
+
+def test_a_moved_feed_is_not_added_again(new_db: DbFactory, cfg: Path) -> None:
+    write_feeds(cfg, ("Alpha", "en", ["https://a.example/old"], ""))
+    app = App(db_url=new_db(), config_dir=cfg, channels=[], clock=lambda: NOW)
+    app.sync_config_feeds()
+    feed = by_url(app)["https://a.example/old"]
+    with app._store().unit() as repo:
+        assert repo.record_redirect(feed.id, "https://a.example/new", confirm_after=1)
+    assert app.sync_config_feeds().added == ()
+    assert list(by_url(app)) == ["https://a.example/new"]
+    # dropped from the file, the moved feed goes too
+    write_feeds(cfg, ("Alpha", "en", ["https://a.example/other"], ""))
+    applied = app.sync_config_feeds()
+    assert (applied.added, applied.removed) == (
+        ("https://a.example/other",),
+        ("https://a.example/new",),
+    )
+
+
+def test_a_listed_feed_added_before_is_taken_over(new_db: DbFactory, cfg: Path) -> None:
+    write_feeds(cfg, ("Alpha", "en", ["https://z.example/keep"], ""))
+    app = App(db_url=new_db(), config_dir=cfg, channels=[], clock=lambda: NOW)
+    app.add_feed("https://a.example/1", outlet="Alpha", lang="en", interval=30, on_topic=False)
+    write_feeds(cfg, ("Alpha", "en", ["https://z.example/keep", "https://a.example/1"], ""))
+    assert app.sync_config_feeds().added == ("https://z.example/keep",)
+    write_feeds(cfg, ("Alpha", "en", ["https://z.example/keep"], ""))
+    assert app.sync_config_feeds().removed == ("https://a.example/1",)
+
+
+def test_removing_a_listed_feed_is_refused(new_db: DbFactory, cfg: Path) -> None:
+    path = write_feeds(
+        cfg,
+        ("Alpha", "en", ["https://a.example/10"], ""),
+        ("Beta", "en", ["https://a.example/1"], ""),
+    )
+    db = new_db()
+    runner = CliRunner()
+    base = ["--db", db, "--config", str(cfg)]
+    listed = runner.invoke(main, [*base, "feeds", "list", "--format", "json"])
+    assert listed.exit_code == 0, listed.output  # the file is applied by the listing
+    assert [f["url"] for f in json.loads(listed.output)] == [
+        "https://a.example/10",
+        "https://a.example/1",
+    ]
+
+    refused = runner.invoke(main, [*base, "feeds", "remove", "https://a.example/1"])
+    assert refused.exit_code == 1
+    assert f"{path}:9: feed https://a.example/1 is listed here" in refused.output
+    assert "the next cycle would add it again; delete it here" in refused.output
+    # once the file no longer lists it, the next listing (or cycle) removes it
+    write_feeds(cfg, ("Alpha", "en", ["https://a.example/2"], ""))
+    listed = runner.invoke(main, [*base, "feeds", "list", "--format", "json"])
+    assert [f["url"] for f in json.loads(listed.output)] == ["https://a.example/2"]
+
+
+def test_the_shipped_list_says_how_to_drop_a_feed(new_db: DbFactory) -> None:
+    app = App(db_url=new_db(), channels=[], clock=lambda: NOW)  # the shipped config
+    url = app.feeds()[0].url  # the listing applies the shipped feeds.toml
+    with pytest.raises(ConfigError, match="shipped starter list: copy it into your own"):
+        app.remove_feed(url)
+    assert url in by_url(app)
