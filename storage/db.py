@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import ExceptionContext, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from pipeline.errors import StorageError
 
@@ -66,7 +66,13 @@ def create_db_engine(url: str) -> Engine:
         parsed = make_url(url)
     except ArgumentError as e:
         raise StorageError(f"invalid database URL {url!r}: {e}") from e
-    if parsed.get_backend_name() == "sqlite":
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise StorageError(
+            f"unsupported database {backend!r} in {parsed!r}: newsdrift stores to SQLite "
+            "(sqlite:///PATH) or PostgreSQL (postgresql://USER@HOST/NAME)"
+        )
+    if backend == "sqlite":
         path = sqlite_path(url)
         if path is not None and not parsed.query.get("uri"):
             try:
@@ -81,7 +87,10 @@ def create_db_engine(url: str) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    engine = create_engine(parsed, pool_pre_ping=True)
+    try:
+        engine = create_engine(parsed, pool_pre_ping=True)
+    except (NoSuchModuleError, ImportError) as e:  # "postgresql+nodriver", a driver not installed
+        raise StorageError(f"cannot use database URL {parsed!r}: {e}") from e
     event.listen(engine, "handle_error", _server_condition)
     return engine
 

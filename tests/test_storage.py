@@ -83,6 +83,22 @@ def test_bad_url_is_a_clear_error() -> None:
         Store.open("not a url")
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://u:secret@h/db", r"unsupported database 'mysql' in mysql://u:\*\*\*@h/db"),
+        ("foo://bar", "newsdrift stores to SQLite .* or PostgreSQL"),
+        ("postgresql+nodriver://h/db", "cannot use database URL postgresql\\+nodriver://h/db"),
+    ],
+)
+def test_unsupported_url_is_a_clear_error(url: str, message: str) -> None:
+    """An engine SQLAlchemy cannot load was a traceback (NoSuchModuleError, or the
+    ImportError of a driver not installed); a password stays hidden in the message."""
+    with pytest.raises(StorageError, match=message) as raised:
+        Store.open(url)
+    assert "secret" not in str(raised.value)
+
+
 def test_feed_add_is_idempotent(store: Store) -> None:
     feed = FeedConfig(url="https://a.example/feed", outlet="A", lang="de")
     with store.unit() as repo:
