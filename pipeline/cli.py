@@ -142,8 +142,10 @@ def clean_errors(f: F) -> F:
 
 def setup_logging(verbose: int, quiet: int, log_format: str) -> None:
     """Warnings by default; ``-v`` info, ``-vv`` debug; ``-q`` errors only, ``-qq`` critical.
-    Libraries log one step quieter than newsdrift (never below warnings): their warnings
-    ("discarding data") restate failures newsdrift reports itself, so they show from -v on."""
+    Libraries log quieter than newsdrift (``QUIETER_LOGGERS``, never below warnings): what
+    they say about a page ("not valid HTML", "discarding data") restates a failure
+    newsdrift reports itself, with the page's URL: their errors show from -v on, the
+    extraction libraries' warnings from -vv."""
     level = max(logging.DEBUG, min(logging.CRITICAL, logging.WARNING - 10 * verbose + 10 * quiet))
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
@@ -153,20 +155,22 @@ def setup_logging(verbose: int, quiet: int, log_format: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in QUIETER_LOGGERS:
-        logging.getLogger(noisy).setLevel(max(level + 10, logging.WARNING))
+    for noisy, steps in QUIETER_LOGGERS.items():
+        logging.getLogger(noisy).setLevel(max(level + 10 * steps, logging.WARNING))
 
 
-# Libraries that log one step quieter than newsdrift (``setup_logging``).
-QUIETER_LOGGERS = (
-    "httpx",
-    "httpcore",
-    "trafilatura",
-    "htmldate",
-    "courlan",
-    "alembic",
-    "apscheduler",
-)
+# Libraries that log quieter than newsdrift (``setup_logging``), by how many levels. The
+# extraction libraries log a page's faults as errors ("parsed tree length: 1, wrong data
+# type or not valid HTML"), beside newsdrift's own error for the same page: two levels.
+QUIETER_LOGGERS = {
+    "httpx": 1,
+    "httpcore": 1,
+    "alembic": 1,
+    "apscheduler": 1,
+    "trafilatura": 2,
+    "htmldate": 2,
+    "courlan": 2,
+}
 
 
 class _JsonFormatter(logging.Formatter):

@@ -51,16 +51,18 @@ def test_prometheus_gauges_keep_every_digit() -> None:
 
 
 @pytest.mark.parametrize(
-    ("verbose", "quiet", "ours", "libraries"),
+    ("verbose", "quiet", "ours", "http", "pages"),
     [
-        (0, 0, logging.WARNING, logging.ERROR),
-        (1, 0, logging.INFO, logging.WARNING),
-        (2, 0, logging.DEBUG, logging.WARNING),
-        (0, 1, logging.ERROR, logging.CRITICAL),
-        (0, 3, logging.CRITICAL, logging.CRITICAL + 10),
+        (0, 0, logging.WARNING, logging.ERROR, logging.CRITICAL),
+        (1, 0, logging.INFO, logging.WARNING, logging.ERROR),
+        (2, 0, logging.DEBUG, logging.WARNING, logging.WARNING),
+        (0, 1, logging.ERROR, logging.CRITICAL, logging.CRITICAL + 10),
+        (0, 3, logging.CRITICAL, logging.CRITICAL + 10, logging.CRITICAL + 20),
     ],
 )
-def test_verbosity_flags(verbose: int, quiet: int, ours: int, libraries: int) -> None:
+def test_verbosity_flags(verbose: int, quiet: int, ours: int, http: int, pages: int) -> None:
+    """``http``: the level of httpx and the like (one step quieter than newsdrift);
+    ``pages``: of the extraction libraries (two steps)."""
     from pipeline.cli import QUIETER_LOGGERS, setup_logging
 
     root = logging.getLogger()
@@ -69,7 +71,9 @@ def test_verbosity_flags(verbose: int, quiet: int, ours: int, libraries: int) ->
     try:
         setup_logging(verbose, quiet, "text")
         assert root.level == ours
-        assert {lg.name: lg.level for lg in libs} == dict.fromkeys(QUIETER_LOGGERS, libraries)
+        assert {lg.name: lg.level for lg in libs} == {
+            name: http if steps == 1 else pages for name, steps in QUIETER_LOGGERS.items()
+        }
     finally:  # setLevel, not .level =: it also clears the loggers' cached levels
         root.handlers[:] = handlers
         for lg, level in zip((root, *libs), levels, strict=True):
@@ -86,3 +90,20 @@ def test_extract_names_the_file_of_a_page_without_text(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["extract", str(page)])
     assert result.exit_code == 1
     assert f"{page}: " in result.output and "<html>" not in result.output
+
+
+def test_a_page_that_is_no_html_is_reported_once(tmp_path: Path) -> None:
+    """trafilatura logs its own error for a document it cannot parse ("parsed tree length:
+    1, wrong data type or not valid HTML"); by default only newsdrift's shows."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    page = tmp_path / "noise.bin"
+    page.write_bytes(bytes(range(1, 256)) * 4)
+    result = CliRunner().invoke(main, ["extract", str(page)])
+    assert result.exit_code == 1
+    assert f"{page}: no HTML document found" in result.output
+    assert "trafilatura" not in result.output, result.output
+    verbose = CliRunner().invoke(main, ["-v", "extract", str(page)])
+    assert "trafilatura" in verbose.output
