@@ -203,12 +203,21 @@ class App:
         workers: Workers | None = None,
     ) -> RunReport:
         """One cycle under the database lease (cron mode and the daemon both call this);
-        ``workers``: the daemon's threads and pool, kept between its cycles."""
-        from pipeline.run import run_cycle
+        ``workers``: the daemon's threads and pool, kept between its cycles.
 
+        A feeds.toml that cannot be read or has a bad line does not stop the cycle: it
+        polls the feeds stored (none removed), and the report carries the error."""
+        from pipeline.run import RunReport, run_cycle
+
+        report = RunReport()
         with self.leased() as (store, renew):
             if self.sync_feeds:
-                self.sync_config_feeds()
+                try:
+                    self.sync_config_feeds()
+                except ConfigError as e:
+                    report.feeds_file_error = str(e)
+                    report.errors.append(f"feeds.toml not applied: {e}")
+                    log.error("feeds.toml not applied; polling the feeds stored: %s", e)
             return run_cycle(
                 store,
                 self._fetcher(),
@@ -221,6 +230,7 @@ class App:
                 renew=renew,
                 processes=self._settings().fetch.processes or None,
                 workers=workers,
+                report=report,
             )
 
     def workers(self) -> Workers:

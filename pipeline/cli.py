@@ -269,7 +269,8 @@ def run(ctx: click.Context, metrics_file: Path | None) -> None:
     """Run one cycle over the due feeds (cron mode).
 
     Exit status: 0 when the cycle ran (failing feeds only warn), 75 when another
-    process holds the database lease, 1 when the run itself could not work.
+    process holds the database lease, 1 when the run itself could not work or when
+    feeds.toml could not be applied (the cycle then polled the feeds stored).
     """
     app = _app(ctx)
     with progress_display() as progress, stop_on_signals() as stop:
@@ -281,6 +282,8 @@ def run(ctx: click.Context, metrics_file: Path | None) -> None:
         click.echo(
             f"warning: {report.feeds_failed} feed(s) failed; see `newsdrift feeds list`", err=True
         )
+    if report.feeds_file_error:
+        ctx.exit(1)  # the error is logged by run_once, which also tells the daemon's log
 
 
 @main.command()

@@ -139,6 +139,8 @@ class RunReport:
     deliveries_sent: int = 0
     deliveries_failed: int = 0
     errors: list[str] = field(default_factory=list)
+    # The config's feeds.toml could not be applied: the cycle polled the feeds stored.
+    feeds_file_error: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -1383,6 +1385,7 @@ def run_cycle(
     renew: Callable[[], None] | None = None,
     processes: int | None = None,
     workers: Workers | None = None,
+    report: RunReport | None = None,
 ) -> RunReport:
     """Poll the due feeds, analyse what is new, queue and send alerts.
 
@@ -1394,8 +1397,9 @@ def run_cycle(
     worker processes (default: one per core; 1: in-process). Every write stays in
     this thread, in the serial cycle's order. ``workers``: threads and pool kept by the
     caller across cycles (the daemon); by default the cycle starts and ends its own.
+    ``report``: one holding what the caller found before the cycle, added to.
     """
-    report = RunReport()
+    report = report or RunReport()
     rng = rng or random.Random()
     # A stopped cycle leaves its fetcher stopped (fetch threads of the caller's workers, the
     # daemon's, may still be queued for a politeness slot and must give up too): resumed

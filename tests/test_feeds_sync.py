@@ -166,3 +166,34 @@ def test_the_shipped_list_says_how_to_drop_a_feed(new_db: DbFactory) -> None:
     with pytest.raises(ConfigError, match="shipped starter list: copy it into your own"):
         app.remove_feed(url)
     assert url in by_url(app)
+
+
+def test_a_broken_file_leaves_the_stored_feeds_polled(tmp_path: Path, new_db: DbFactory) -> None:
+    """A bad line in feeds.toml is not a reason to stop monitoring: the cycle polls the
+    feeds already stored (removing none of them), logs the error with file and line, and
+    `run` exits 1 so that cron or a timer reports it."""
+    from tests.helpers_cli import make_corpus, serve_outlets, write_config
+
+    corpus = make_corpus(tmp_path / "site", mirrors=0)
+    db = new_db()
+    with serve_outlets(corpus) as site:
+        cfg = write_config(tmp_path / "cfg", site, alerts_log=tmp_path / "alerts.log")
+        app = App(db_url=db, config_dir=cfg, channels=[])
+        stored = {f.url for f in app.feeds()}  # the listing applies the file
+        assert len(stored) == sum(len(o.feed_paths) for o in corpus.outlets)
+        feeds_toml = cfg / "feeds.toml"
+        lines = feeds_toml.read_text(encoding="utf-8").splitlines()
+        lines[2] = 'lang = "fr"'  # the first outlet's language
+        feeds_toml.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+        result = CliRunner().invoke(main, ["--db", db, "--config", str(cfg), "run"])
+        assert result.exit_code == 1, result.output
+        assert f"{feeds_toml}:3: outlet[0].lang: expected one of de, en, got 'fr'" in (
+            result.output
+        )
+        assert "articles_new=0 " not in result.output
+    assert {f.url for f in by_url(App(db_url=db, channels=[], sync_feeds=False)).values()} == (
+        stored
+    )
+    report = App(db_url=db, config_dir=cfg, channels=[], sync_feeds=False).status()
+    assert "feeds.toml not applied" in json.dumps(report["last_cycle"])
