@@ -1295,12 +1295,16 @@ def deliver(
     clock: Clock,
     report: RunReport,
     rules: DeliveryRules | None = None,
+    stop: StopFlag | None = None,
 ) -> None:
     """Send pending deliveries; a failing channel is retried later and blocks no other.
 
     Delivery is at least once: a delivery is marked sent only after the
     channel accepted it, so a crash between the two sends it again on restart.
     Outside quiet hours only; in digest mode, one message per channel per period.
+    Once a channel fails, its other deliveries wait for the next cycle without an
+    attempt counted (a channel that hangs costs its timeout once a cycle, not once a
+    delivery); ``stop`` ends the sending between two messages, the rest stay pending.
     """
     rules = rules or DeliveryRules()
     if rules.quiet is not None and rules.quiet.contains(clock()):
@@ -1313,6 +1317,8 @@ def deliver(
     for d in pending:
         per_channel.setdefault(d.channel, []).append(d)
     for name, items in per_channel.items():
+        if stop is not None and stop.is_set():
+            return
         channel = by_name.get(name)
         if channel is None:
             with store.unit() as repo:
@@ -1331,8 +1337,17 @@ def deliver(
                 with store.unit() as repo:
                     repo.set_last_digest(name, clock())
             continue
-        for d in items:
-            _send(store, channel, [d], d.title, _with_key(d), clock, report)
+        for n, d in enumerate(items):
+            if stop is not None and stop.is_set():
+                return
+            if not _send(store, channel, [d], d.title, _with_key(d), clock, report):
+                if n + 1 < len(items):
+                    log.info(
+                        "stage=notify channel=%s deferred=%d reason=channel_failed",
+                        name,
+                        len(items) - n - 1,
+                    )
+                break
 
 
 def _with_key(d: PendingDelivery) -> str:
@@ -1348,7 +1363,8 @@ def _send(
     body: str,
     clock: Clock,
     report: RunReport,
-) -> None:
+) -> bool:
+    """Send one message for ``items``; False (each failure recorded) if the channel failed."""
     now = clock()
     try:
         channel.send(title, body)
@@ -1361,12 +1377,13 @@ def _send(
                 repo.record_delivery(d.id, ok=False, now=now, error=str(e), retry_at=retry)
         report.deliveries_failed += len(items)
         log.warning("stage=notify channel=%s alerts=%d error=%s", channel.name, len(items), e)
-        return
+        return False
     with store.unit() as repo:
         for d in items:
             repo.record_delivery(d.id, ok=True, now=now)
     report.deliveries_sent += len(items)
     log.info("stage=notify channel=%s alerts=%d status=sent", channel.name, len(items))
+    return True
 
 
 # --- the cycle ----------------------------------------------------------------------------------
@@ -1466,7 +1483,7 @@ def finish_analysis(
         touched |= repo.stories_analysed_since_last_run()
     update_alerts(store, touched, analysis, channels, clock, report)
     update_feed_alerts(store, analysis, channels, clock, report)
-    deliver(store, channels, clock, report, analysis.delivery)
+    deliver(store, channels, clock, report, analysis.delivery, stop)
 
 
 __all__ = [

@@ -142,7 +142,8 @@ def build_app(db_url: str, *, stalled_after_s: float = STALLED_AFTER_S) -> procr
     def deliver_task(context: procrastinate.JobContext) -> None:
         ctx = _ctx(context)
         report = RunReport()
-        deliver(ctx.store, ctx.channels, ctx.clock, report, ctx.analysis.delivery)
+        stop = AbortRequested(context)  # a stopping worker leaves the rest pending
+        deliver(ctx.store, ctx.channels, ctx.clock, report, ctx.analysis.delivery, stop)
 
     @app.periodic(cron=SWEEP_CRON)
     @app.task(name="newsdrift.sweep", pass_context=True, queueing_lock="sweep", lock="sweep")

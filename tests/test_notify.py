@@ -151,6 +151,60 @@ def test_outbox_retries_a_channel_that_was_down(
     store.close()
 
 
+def test_a_failing_channel_is_tried_once_a_cycle(
+    tmp_path: Path, webhook: tuple[str, list[dict[str, Any]], list[int]], new_db: DbFactory
+) -> None:
+    """A channel that fails keeps its other deliveries for the next cycle, no attempt
+    counted: a webhook that hangs costs its timeout (4 s with apprise) once a cycle, not
+    once for every pending alert. Other channels are not held up."""
+    url, received, failures = webhook
+    failures[0] = 10
+    store = Store.open(new_db())
+    hook = AppriseChannel("hook", url)
+    log = FileChannel(tmp_path / "alerts.log")
+    with store.unit() as repo:
+        for k in "abc":
+            repo.add_alert(
+                Alert(key=k, kind="disagreement", title=k, body=k, created_at=T),
+                ["hook", "logfile"],
+            )
+    report = RunReport()
+    deliver(store, [hook, log], lambda: T, report)
+    assert failures[0] == 9  # one request to the webhook
+    assert (report.deliveries_sent, report.deliveries_failed) == (3, 1)
+    with store.unit() as repo:
+        hooks = [next(d for d in a.deliveries if d[0] == "hook") for a in repo.alerts()]
+    assert [(status, attempts) for _, status, attempts, _ in hooks] == [
+        ("pending", 1),
+        ("pending", 0),
+        ("pending", 0),
+    ]
+    failures[0] = 0
+    deliver(store, [hook, log], lambda: T + timedelta(minutes=1), report)
+    assert [r["title"] for r in received] == ["b", "c"]  # the first waits out its backoff
+    store.close()
+
+
+def test_a_stop_leaves_the_other_deliveries_pending(tmp_path: Path, new_db: DbFactory) -> None:
+    stop = threading.Event()
+
+    class StopsAfterOne(FileChannel):
+        def send(self, title: str, body: str) -> None:
+            super().send(title, body)
+            stop.set()  # the signal arrives while the first message is sent
+
+    store = Store.open(new_db())
+    with store.unit() as repo:
+        for k in "ab":
+            repo.add_alert(Alert(key=k, kind="disagreement", title=k, body=k, created_at=T), ["f"])
+    report = RunReport()
+    deliver(store, [StopsAfterOne(tmp_path / "f.log", "f")], lambda: T, report, stop=stop)
+    assert report.deliveries_sent == 1
+    with store.unit() as repo:
+        assert [a.status for a in repo.alerts()] == ["sent", "pending"]
+    store.close()
+
+
 def test_alerts_test_pings_every_channel_and_says_which_worked(
     tmp_path: Path, webhook: tuple[str, list[dict[str, Any]], list[int]]
 ) -> None:
