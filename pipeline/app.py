@@ -165,6 +165,8 @@ class App:
         ):
             for url in urls:
                 log.info("%s: feed %s %s", path, url, verb)
+        for old, new in applied.renamed:
+            log.info("%s: outlet %r renamed %r (its articles with it)", path, old, new)
         return applied
 
     @contextmanager

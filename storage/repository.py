@@ -292,6 +292,7 @@ class FeedsApplied:
     added: tuple[str, ...] = ()
     updated: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+    renamed: tuple[tuple[str, str], ...] = ()  # outlets: (old name, new name)
 
 
 @dataclass(frozen=True)
@@ -441,23 +442,31 @@ class Repo:
         ones it no longer lists (their articles stay). A feed is matched by the URL the
         file lists even after it moved to a permanent redirect; a stored feed the file
         lists that was added otherwise is taken over. Feeds added by `feeds add` or
-        `feeds import` and not listed are left alone."""
-        for outlet in outlets:
-            stored = self.s.get_one(OutletRow, self.ensure_outlet(outlet))
-            if (stored.lang, stored.homepage) != (outlet.lang, outlet.homepage):
-                stored.lang, stored.homepage = outlet.lang, outlet.homepage
+        `feeds import` and not listed are left alone. An outlet renamed in the file is
+        renamed (``_renamed_outlets``), so its articles keep one name."""
         rows = list(self.s.scalars(select(FeedRow).order_by(FeedRow.id)))
         by_config = {r.config_url: r for r in rows if r.config_url is not None}
         by_url = {r.url: r for r in rows}
         listed = {f.url for f in feeds}
-        added: list[str] = []
-        updated: list[str] = []
+        matches: dict[str, FeedRow | None] = {}
         for feed in feeds:
             row = by_config.get(feed.url)
             if row is None:
                 row = by_url.get(feed.url)
                 if row is not None and row.config_url in listed:
                     continue  # another listed URL moved here: that listing manages it
+            matches[feed.url] = row
+        renamed = self._renamed_outlets(outlets, feeds, rows, matches)
+        for outlet in outlets:
+            stored = self.s.get_one(OutletRow, self.ensure_outlet(outlet))
+            if (stored.lang, stored.homepage) != (outlet.lang, outlet.homepage):
+                stored.lang, stored.homepage = outlet.lang, outlet.homepage
+        added: list[str] = []
+        updated: list[str] = []
+        for feed in feeds:
+            if feed.url not in matches:
+                continue
+            row = matches[feed.url]
             if row is None:
                 self.add_feed(feed, now, config_url=feed.url)
                 added.append(feed.url)
@@ -469,7 +478,48 @@ class Repo:
         for row in gone:
             self._delete_feed(row)
         self.s.flush()
-        return FeedsApplied(tuple(added), tuple(updated), tuple(r.url for r in gone))
+        return FeedsApplied(tuple(added), tuple(updated), tuple(r.url for r in gone), renamed)
+
+    def _renamed_outlets(
+        self,
+        outlets: Sequence[Outlet],
+        feeds: Sequence[FeedConfig],
+        rows: Sequence[FeedRow],
+        matches: dict[str, FeedRow | None],
+    ) -> tuple[tuple[str, str], ...]:
+        """Rename a stored outlet to a name the file gives and the database lacks, when
+        the file lists every feed stored under it, all under that one new name, and no
+        longer names it: a rename, not a feed moving to another outlet. Returns the
+        (old, new) names."""
+        names = {o.name for o in outlets}
+        stored = {i: name for i, name in self.s.execute(select(OutletRow.id, OutletRow.name))}
+        known = set(stored.values())
+        feeds_of: dict[int, set[int]] = {}
+        for r in rows:
+            feeds_of.setdefault(r.outlet_id, set()).add(r.id)
+        renamed: list[tuple[str, str]] = []
+        for outlet in outlets:
+            if outlet.name in known:
+                continue
+            mine = {
+                row.id: row.outlet_id
+                for f in feeds
+                if f.outlet == outlet.name and (row := matches.get(f.url)) is not None
+            }
+            old = set(mine.values())
+            if len(old) != 1:
+                continue
+            (outlet_id,) = old
+            old_name = stored[outlet_id]
+            if old_name in names or feeds_of[outlet_id] != set(mine):
+                continue
+            self.s.get_one(OutletRow, outlet_id).name = outlet.name
+            self._outlet_ids.pop(old_name, None)
+            stored[outlet_id] = outlet.name
+            known.add(outlet.name)
+            renamed.append((old_name, outlet.name))
+        self.s.flush()
+        return tuple(renamed)
 
     def _take_feed_config(self, row: FeedRow, feed: FeedConfig, now: datetime) -> bool:
         """Give a stored feed the settings ``feed`` lists; True if any changed. A shorter

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from pipeline.app import App
 from pipeline.cli import main
 from pipeline.errors import ConfigError
-from pipeline.models import FeedState
+from pipeline.models import FeedState, IngestItem
 from tests.pg import DbFactory
 
 NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
@@ -70,6 +70,7 @@ def test_the_file_adds_updates_and_removes_its_feeds(new_db: DbFactory, cfg: Pat
     assert second.added == ()
     assert second.updated == ("https://a.example/1", "https://b.example/rss")
     assert second.removed == ("https://a.example/2",)
+    assert second.renamed == (("Beta", "Beta Zeitung"),)
     feeds = by_url(app)
     assert sorted(feeds) == [
         "https://a.example/1",
@@ -85,6 +86,54 @@ def test_the_file_adds_updates_and_removes_its_feeds(new_db: DbFactory, cfg: Pat
     assert feeds["https://c.example/feed"].outlet == "Gamma"
 
     assert app.sync_config_feeds() == type(second)()  # applied twice: nothing to do
+
+
+def test_an_outlet_renamed_in_the_file_keeps_its_articles(new_db: DbFactory, cfg: Path) -> None:
+    """A new name for all of an outlet's feeds renames the outlet (its articles and
+    figures show the new name); a feed moving to another outlet, or an outlet that keeps
+    other feeds, is no rename."""
+    write_feeds(
+        cfg,
+        ("Alpha", "en", ["https://a.example/1"], ""),
+        ("Beta", "en", ["https://b.example/1", "https://b.example/2"], ""),
+        ("Gamma", "en", ["https://g.example/1"], ""),
+    )
+    app = App(db_url=new_db(), config_dir=cfg, channels=[], clock=lambda: NOW)
+    app.sync_config_feeds()
+    app.add_feed("https://g.example/cli", outlet="Gamma", lang="en", interval=30, on_topic=False)
+    app.ingest(
+        [
+            IngestItem(
+                id="a1",
+                url="https://a.example/story",
+                outlet="Alpha",
+                lang="en",
+                published=NOW,
+                title="Alpha story",
+                text="Alpha reports that Nordwerk raised 500 million euros.",
+                html=None,
+            )
+        ],
+        keep_all=True,
+    )
+    write_feeds(
+        cfg,
+        ("Alpha Daily", "en", ["https://a.example/1"], ""),  # renamed
+        ("Beta", "en", ["https://b.example/1"], ""),
+        ("Beta Tech", "en", ["https://b.example/2"], ""),  # one feed moves out of Beta
+        ("Gamma News", "en", ["https://g.example/1"], ""),  # Gamma keeps a feed of its own
+    )
+    applied = app.sync_config_feeds()
+    assert applied.renamed == (("Alpha", "Alpha Daily"),)
+    feeds = by_url(app)
+    assert {u: f.outlet for u, f in feeds.items()} == {
+        "https://a.example/1": "Alpha Daily",
+        "https://b.example/1": "Beta",
+        "https://b.example/2": "Beta Tech",
+        "https://g.example/1": "Gamma News",
+        "https://g.example/cli": "Gamma",
+    }
+    assert [a.outlet for a in app.articles()] == ["Alpha Daily"]
 
 
 def test_a_shorter_interval_applies_now(new_db: DbFactory, cfg: Path) -> None:
