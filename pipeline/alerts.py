@@ -15,7 +15,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta, tzinfo
 
 from pipeline.drift import outlets_of
-from pipeline.models import Alert, FeedState, Finding, GroupState, Observation
+from pipeline.models import (
+    Alert,
+    FeedState,
+    Finding,
+    GroupState,
+    Observation,
+    display_scale,
+    format_figure,
+)
 
 ALERT_KINDS = ("disagreement", "revision", "feed_health")
 
@@ -29,29 +37,15 @@ class AlertRules:
     feed_broken_after: timedelta = timedelta(days=1)
 
 
-def _scale(o: Observation) -> tuple[float, str, str]:
-    """How an observation's numbers are shown: (divisor, scale word, unit text)."""
-    if o.unit == "percent":
-        return 1.0, "", "%"
-    unit = f" {o.unit}" if o.unit != "count" else ""
-    if abs(o.value) >= 1e9:
-        return 1e9, " bn", unit
-    if abs(o.value) >= 1e6:
-        return 1e6, " m", unit
-    return 1.0, "", unit
-
-
 def format_value(o: Observation) -> str:
     """``14.3 bn USD``, ``≥ 900 m USD``, ``49%``."""
-    div, scale, unit = _scale(o)
-    bound = {"at_least": "≥ ", "at_most": "≤ ", "approx": "~ "}.get(str(o.qualifier), "")
-    return f"{bound}{o.value / div:g}{scale}{unit}"
+    return format_figure(o.value, o.unit, o.qualifier)
 
 
 def interval_text(o: Observation) -> str:
     """The interval an observation stands for, in the scale of its value:
     ``[14.25, 14.35]`` for 14.3 bn, ``[900, ∞]`` for "more than $900 million"."""
-    div = _scale(o)[0]
+    div = 1.0 if o.unit == "percent" else display_scale(o.value)[0]
     high = "∞" if math.isinf(o.high) else f"{o.high / div:.6g}"
     return f"[{o.low / div:.6g}, {high}]"
 

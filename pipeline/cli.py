@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import click
 
 from pipeline.errors import LeaseHeld, NewsdriftError
-from pipeline.models import METRICS
+from pipeline.models import METRICS, display_scale
 from pipeline.paths import default_db_url
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -98,11 +98,8 @@ def _cell(v: Any, *, exact: bool = False) -> str:
 def _human(v: float) -> str:
     """A float for a table: 14.3 bn, 900 m, 49 (the unit has its own column; an open
     bound is empty, as in JSON)."""
-    if abs(v) >= 1e9:
-        return f"{v / 1e9:.7g} bn"
-    if abs(v) >= 1e6:
-        return f"{v / 1e6:.7g} m"
-    return f"{v:.7g}"
+    div, word = display_scale(v)
+    return f"{v / div:.7g} {word}" if word else f"{v:.7g}"
 
 
 def listing(f: F) -> F:

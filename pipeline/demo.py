@@ -18,18 +18,9 @@ from rich.table import Table
 
 from pipeline.app import App
 from pipeline.demo_server import serve_demo
+from pipeline.models import format_figure
 from pipeline.notify import Channel, FileChannel, StreamChannel
 from pipeline.settings import load_settings
-
-
-def _fmt_value(value: float, unit: str) -> str:
-    if unit == "percent":
-        return f"{value:g} %"
-    if abs(value) >= 1e9:
-        return f"{value / 1e9:g} bn {unit}"
-    if abs(value) >= 1e6:
-        return f"{value / 1e6:g} m {unit}"
-    return f"{value:g} {unit}"
 
 
 def run_demo(*, cycles: int = 2, db_path: Path | None = None, out: TextIO) -> App:
@@ -93,7 +84,7 @@ def _print_results(app: App, console: Console) -> None:
             r["subject"] or "",
             r["period"] or "",
             r["outlet"],
-            _fmt_value(r["value"], r["unit"]),
+            format_figure(r["value"], r["unit"]),
             r["qualifier"],
             r["status"],
             r["quote"],

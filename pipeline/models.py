@@ -253,6 +253,31 @@ class Observation:
     summary: bool = False
 
 
+# How a figure is shown to people (tables, alerts, the demo, plots): divided by the largest
+# of these its magnitude reaches, the word after the number, the unit beside it.
+DISPLAY_SCALES = ((1e12, "tn"), (1e9, "bn"), (1e6, "m"))
+_BOUNDS = {"at_least": "≥ ", "at_most": "≤ ", "approx": "~ "}
+
+
+def display_scale(magnitude: float) -> tuple[float, str]:
+    """(divisor, word) to show a number of this magnitude: (1e9, "bn") for 1.43e10,
+    (1.0, "") below a million. Percentages are shown as they are (callers skip them)."""
+    for factor, word in DISPLAY_SCALES:
+        if abs(magnitude) >= factor:
+            return factor, word
+    return 1.0, ""
+
+
+def format_figure(value: float, unit: str, qualifier: str | None = None) -> str:
+    """``14.3 bn USD``, ``≥ 900 m USD``, ``49%``, ``180`` (a count has no unit shown)."""
+    bound = _BOUNDS.get(str(qualifier), "")
+    if unit == "percent":
+        return f"{bound}{value:g}%"
+    div, word = display_scale(value)
+    number = f"{value / div:g}" + (f" {word}" if word else "")
+    return bound + number + (f" {unit}" if unit != "count" else "")
+
+
 # The method of a version that holds the feed's summary instead of the page's text.
 FEED_SUMMARY = "feed-summary"
 

@@ -8,17 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import NewsdriftError
-from pipeline.models import Observation
-
-SCALES = ((1e12, "tn"), (1e9, "bn"), (1e6, "m"), (1e3, "k"))
-
-
-def _scale(values: Sequence[float]) -> tuple[float, str]:
-    top = max((abs(v) for v in values), default=0.0)
-    for factor, label in SCALES:
-        if top >= factor:
-            return factor, label
-    return 1.0, ""
+from pipeline.models import Observation, display_scale
 
 
 @dataclass(frozen=True)
@@ -62,7 +52,9 @@ def plot_story(observations: Sequence[Observation], *, title: str, path: Path) -
         len(panels), 1, figsize=(9, 3.2 * len(panels)), squeeze=False, layout="constrained"
     )
     for ax, ((metric, unit), lines) in zip(axes[:, 0], panels.items(), strict=True):
-        factor, label = _scale([o.value for line in lines for o in line.observations])
+        factor, label = display_scale(
+            max((abs(o.value) for line in lines for o in line.observations), default=0.0)
+        )
         claims = sorted({line.claim for line in lines})
         for line in lines:
             series = line.observations

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from pipeline.alerts import (
     AlertRules,
     QuietHours,
@@ -52,6 +54,28 @@ def test_values_and_intervals_are_shown_in_one_scale() -> None:
     assert (format_value(stake), interval_text(stake)) == ("49%", "[48.5, 49.5]")
     staff = replace(exact, value=180.0, low=179.5, high=180.5, unit="count")
     assert (format_value(staff), interval_text(staff)) == ("180", "[179.5, 180.5]")
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "qualifier", "shown"),
+    [
+        (3.2e12, "USD", None, "3.2 tn USD"),
+        (14.3e9, "USD", "exact", "14.3 bn USD"),
+        (-2.5e9, "EUR", None, "-2.5 bn EUR"),
+        (900e6, "USD", "at_least", "≥ 900 m USD"),
+        (240.0, "count", "approx", "~ 240"),
+        (49.0, "percent", "exact", "49%"),
+        (950_000.0, "USD", "at_most", "≤ 950000 USD"),
+    ],
+)
+def test_one_format_for_figures_everywhere(
+    value: float, unit: str, qualifier: str | None, shown: str
+) -> None:
+    """Alerts, the demo, tables and plots share ``display_scale``; alerts and the demo
+    ``format_figure``."""
+    from pipeline.models import format_figure
+
+    assert format_figure(value, unit, qualifier) == shown
 
 
 def plan(observations: list[Observation], states: dict[str, GroupState], now: datetime):  # type: ignore[no-untyped-def]
