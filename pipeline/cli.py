@@ -400,6 +400,7 @@ def feeds_list(ctx: click.Context, fmt: str | None) -> None:
             "outlet",
             "lang",
             "url",
+            "in_feeds_file",
             "status",
             "last_error",
             "last_error_at",

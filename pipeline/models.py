@@ -191,6 +191,7 @@ class FeedState:
     on_topic: bool = False
     failing_since: datetime | None = None
     ttl_minutes: int | None = None
+    in_feeds_file: bool = False  # managed by feeds.toml, not added by `feeds add`/`import`
 
 
 @dataclass(frozen=True)

@@ -566,6 +566,7 @@ class Repo:
             on_topic=row.on_topic,
             failing_since=row.failing_since,
             ttl_minutes=row.ttl_minutes,
+            in_feeds_file=row.config_url is not None,
         )
 
     def feeds(

@@ -51,8 +51,8 @@ def test_feeds_add_list_remove(new_db: DbFactory, tmp_path: Path) -> None:
     bad = runner.invoke(main, [*base, "feeds", "add", "htp:/bad", "--outlet", "x", "--lang", "de"])
     assert bad.exit_code == 1
     assert "not an http(s) URL: 'htp:/bad'" in bad.output
-    assert [(f["url"], f["outlet"], f["lang"]) for f in feeds()] == [
-        ("https://example.com/feed", "ex", "en")
+    assert [(f["url"], f["outlet"], f["lang"], f["in_feeds_file"]) for f in feeds()] == [
+        ("https://example.com/feed", "ex", "en", False)
     ]
 
     gone = runner.invoke(main, [*base, "feeds", "remove", "https://example.com/feed"])

@@ -194,9 +194,9 @@ def test_removing_a_listed_feed_is_refused(new_db: DbFactory, cfg: Path) -> None
     base = ["--db", db, "--config", str(cfg)]
     listed = runner.invoke(main, [*base, "feeds", "list", "--format", "json"])
     assert listed.exit_code == 0, listed.output  # the file is applied by the listing
-    assert [f["url"] for f in json.loads(listed.output)] == [
-        "https://a.example/10",
-        "https://a.example/1",
+    assert [(f["url"], f["in_feeds_file"]) for f in json.loads(listed.output)] == [
+        ("https://a.example/10", True),
+        ("https://a.example/1", True),
     ]
 
     refused = runner.invoke(main, [*base, "feeds", "remove", "https://a.example/1"])
