@@ -390,7 +390,11 @@ def feeds() -> None:
 @click.pass_context
 @clean_errors
 def feeds_list(ctx: click.Context, fmt: str | None) -> None:
-    """List feeds with their health: status, last error, last success, next poll."""
+    """List feeds with their health: status, last error, last success, next poll.
+
+    feeds.toml is applied first, so the list is what the next cycle polls;
+    in_feeds_file marks the feeds it manages.
+    """
     rows = [r.__dict__ for r in _app(ctx).feeds()]
     emit(
         rows,
@@ -435,7 +439,10 @@ def feeds_add(
 @click.pass_context
 @clean_errors
 def feeds_remove(ctx: click.Context, url: str) -> None:
-    """Remove a feed (its articles stay)."""
+    """Remove a feed (its articles stay).
+
+    A feed that feeds.toml lists is removed by deleting it from the file.
+    """
     if not _app(ctx).remove_feed(url):
         raise click.ClickException(f"no such feed: {url}")
     click.echo(f"removed {url}")
