@@ -32,6 +32,21 @@ def prometheus_text(status: dict[str, Any]) -> str:
             continue
         name = f"newsdrift_{key}"
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {_number(value)}"]
+    cycle = status.get("last_cycle")
+    if isinstance(cycle, dict) and cycle:
+        for name, help_text, value in (
+            (
+                "newsdrift_last_cycle_errors",
+                "Errors the last cycle reported (feeds, articles, analysis, feeds.toml)",
+                len(cycle.get("errors") or ()),
+            ),
+            (
+                "newsdrift_last_cycle_feeds_file_error",
+                "1 when the last cycle could not apply feeds.toml (it polled the feeds stored)",
+                int(bool(cycle.get("feeds_file_error"))),
+            ),
+        ):
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
     finished = status.get("last_cycle_finished")
     if isinstance(finished, datetime):
         name = "newsdrift_last_cycle_finished_timestamp_seconds"

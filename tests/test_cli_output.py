@@ -48,6 +48,25 @@ def test_prometheus_gauges_keep_every_digit() -> None:
     assert "newsdrift_articles 1234567\n" in text
     assert "newsdrift_database_bytes 234567891\n" in text
     assert "newsdrift_last_cycle_seconds 12.3456789\n" in text
+    assert "newsdrift_last_cycle_errors" not in text  # no cycle yet
+
+
+def test_prometheus_tells_a_cycle_with_errors() -> None:
+    from pipeline.metrics import prometheus_text
+
+    text = prometheus_text(
+        {
+            "last_cycle": {
+                "errors": ["feed https://a.example/rss: HTTP 500", "feeds.toml not applied: …"],
+                "feeds_file_error": "feeds.toml:3: outlet[0].lang: expected one of de, en",
+            }
+        }
+    )
+    assert "newsdrift_last_cycle_errors 2\n" in text
+    assert "newsdrift_last_cycle_feeds_file_error 1\n" in text
+    clean = prometheus_text({"last_cycle": {"errors": [], "feeds_file_error": None}})
+    assert "newsdrift_last_cycle_errors 0\n" in clean
+    assert "newsdrift_last_cycle_feeds_file_error 0\n" in clean
 
 
 @pytest.mark.parametrize(
