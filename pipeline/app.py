@@ -103,6 +103,9 @@ class App:
     # demo, whose feeds are its own).
     sync_feeds: bool = True
     _analyses: dict[bool, Analysis] = field(default_factory=dict, init=False, repr=False)
+    # What this App built from its settings (and so builds again when they are reloaded),
+    # as opposed to what its caller gave it.
+    _built: set[str] = field(default_factory=set, init=False, repr=False)
     # One lease holder for the App's life: a cycle whose lease could not be released (the
     # database went away at its end) leaves the lease to this App's next cycle, instead
     # of to no one until LEASE_TTL has passed (a daemon locked out by its own lease).
@@ -126,6 +129,7 @@ class App:
     def _channels(self) -> Sequence[Channel]:
         if self.channels is None:
             self.channels = build_channels(self._settings())
+            self._built.add("channels")
         return self.channels
 
     def _fetcher(self) -> Fetcher:
@@ -133,7 +137,30 @@ class App:
             from pipeline.fetch import Fetcher
 
             self.fetcher = Fetcher(fetch_settings(self._settings()))
+            self._built.add("fetcher")
         return self.fetcher
+
+    def reload_settings(self) -> list[str]:
+        """Read newsdrift.toml and the lexicons again (the daemon does on SIGHUP): the next
+        cycle fetches, reads figures, compares and alerts by the new settings. Raises
+        ConfigError, keeping the settings in use, when the files have an error. Returns
+        the settings that changed but hold until a restart (the schedule, the pool)."""
+        new = load_settings(self.config_dir)
+        old = self._settings()
+        self.settings = new
+        self._analyses.clear()
+        if "channels" in self._built:
+            self.channels = None
+        if "fetcher" in self._built and self.fetcher is not None:
+            self.fetcher.close()
+            self.fetcher = None
+        self._built.clear()
+        held = []
+        if new.daemon.interval_minutes != old.daemon.interval_minutes:
+            held.append("daemon.interval_minutes")
+        if new.fetch.processes != old.fetch.processes:
+            held.append("fetch.processes")
+        return held
 
     def analysis(self, *, use_topic: bool = True) -> Analysis:
         """Built once per App: lexicons and topic are read at start-up, like the settings.

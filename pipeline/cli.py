@@ -296,7 +296,10 @@ def run(ctx: click.Context, metrics_file: Path | None) -> None:
 def daemon(ctx: click.Context, interval: float | None, metrics_file: Path | None) -> None:
     """Run cycles on a schedule until stopped (SIGTERM/SIGINT stop it cleanly).
 
-    A second daemon on the same database exits at once with status 75.
+    SIGHUP reads newsdrift.toml and the lexicons again before the next cycle (an
+    error in them keeps the settings in use); feeds.toml is read before every cycle.
+    The interval and the number of processes hold until a restart. A second daemon
+    on the same database exits at once with status 75.
     """
     from pipeline.daemon import run_daemon
 

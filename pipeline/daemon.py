@@ -35,6 +35,17 @@ DAEMON_LEASE = "daemon"
 SIGNAL_POLL_S = 0.2
 
 
+def _reload(app: Any) -> None:
+    try:
+        held = app.reload_settings()
+    except ConfigError as e:
+        log.error("stage=daemon reload=failed error=%s; the settings in use stay", e)
+        return
+    log.info("stage=daemon reload=done")
+    if held:
+        log.warning("stage=daemon reload=done changed=%s takes_effect=restart", ",".join(held))
+
+
 def _cycle(
     app: Any,
     holder: str,
@@ -42,9 +53,13 @@ def _cycle(
     metrics_file: Path | None,
     ttl: timedelta,
     workers: Any,
+    reload: threading.Event,
 ) -> None:
     if stop.is_set():
         return
+    if reload.is_set():
+        reload.clear()
+        _reload(app)
     try:
         with app._store().unit() as repo:  # renew: a live daemon never loses its lease
             repo.acquire_lease(DAEMON_LEASE, holder, app.clock(), ttl)
@@ -77,6 +92,7 @@ def run_daemon(
     with app._store().unit() as repo:
         repo.acquire_lease(DAEMON_LEASE, holder, app.clock(), ttl)
     stop = stop or threading.Event()
+    reload = threading.Event()  # SIGHUP: read the settings again before the next cycle
     # One pool for the daemon's life: a pool's start (a process a core, each importing the
     # extraction and analysis stack, about a second of CPU) is paid once, not every cycle.
     workers = app.workers()
@@ -84,7 +100,7 @@ def run_daemon(
     scheduler.add_job(
         _cycle,
         "interval",
-        args=[app, holder, stop, metrics_file, ttl, workers],
+        args=[app, holder, stop, metrics_file, ttl, workers, reload],
         seconds=minutes * 60,
         next_run_time=datetime.now(UTC),
         id="cycle",
@@ -99,9 +115,15 @@ def run_daemon(
         log.info("stage=daemon signal=%s status=stopping", signal.Signals(signum).name)
         stop.set()
 
+    def on_hangup(signum: int, _frame: FrameType | None) -> None:
+        log.info("stage=daemon signal=SIGHUP status=reload_before_next_cycle")
+        reload.set()
+
     previous = {}
     if threading.current_thread() is threading.main_thread():  # signals reach the main thread
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        if hasattr(signal, "SIGHUP"):  # not on Windows
+            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
     log.info("stage=daemon status=started interval_minutes=%s", minutes)
     try:
         scheduler.start()

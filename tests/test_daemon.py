@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -122,3 +124,59 @@ def test_the_cli_refuses_a_non_positive_interval(new_db: DbFactory) -> None:
     feed = ["feeds", "add", "https://a.example/f", "--outlet", "a", "--lang", "en"]
     result = CliRunner().invoke(main, ["--db", new_db("cli-interval"), *feed, "--interval", "0"])
     assert result.exit_code == 2 and "is not in the range x>=1" in result.output
+
+
+def test_sighup_reloads_the_settings_before_the_next_cycle(
+    tmp_path: Path, new_db: DbFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`systemctl reload`: the daemon reads newsdrift.toml again before its next cycle;
+    a file with an error keeps the settings in use; the schedule holds until a restart."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are installed from the main thread only")
+    caplog.set_level(logging.INFO, logger="pipeline.daemon")
+    app = make_app(tmp_path, new_db("daemon-reload"))
+    settings_file = tmp_path / "cfg" / "newsdrift.toml"
+    base = settings_file.read_text()
+    stop = threading.Event()
+    seen: list[float] = []
+    failed: list[str] = []
+
+    def wait_for(what: str, ok: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 20
+        while not ok():
+            if time.monotonic() > deadline:
+                failed.append(what)
+                stop.set()
+                return
+            time.sleep(0.05)
+
+    def reload_with(text: str) -> None:
+        settings_file.write_text(base + text)
+        signal.pthread_kill(threading.get_ident(), signal.SIGHUP)
+
+    def drive() -> None:
+        try:
+            wait_for("a first cycle", lambda: cycles(app) >= 1)
+            reload_with("[drift]\nrelative_tolerance = 0.05\n")
+            wait_for("the new tolerance", lambda: app.settings.drift.relative_tolerance == 0.05)  # type: ignore[union-attr]
+            seen.append(app.settings.drift.relative_tolerance)  # type: ignore[union-attr]
+            reload_with('[drift]\nrelative_tolerance = "wide"\n')
+            wait_for("the bad file's error", lambda: "reload=failed" in caplog.text)
+            now = cycles(app)
+            wait_for("a cycle after the bad file", lambda: cycles(app) > now)
+            seen.append(app.settings.drift.relative_tolerance)  # type: ignore[union-attr]
+            reload_with("[daemon]\ninterval_minutes = 99\n")
+            wait_for("the restart note", lambda: "takes_effect=restart" in caplog.text)
+        finally:
+            stop.set()
+
+    hangup_before = signal.getsignal(signal.SIGHUP)
+    helper = threading.Thread(target=drive)
+    helper.start()
+    run_daemon(app, interval_minutes=0.002, stop=stop)
+    helper.join(timeout=30)
+    assert failed == []
+    assert seen == [0.05, 0.05]  # the bad file left the reloaded settings in place
+    assert "relative_tolerance: expected float, got str" in caplog.text
+    assert "changed=daemon.interval_minutes" in caplog.text
+    assert signal.getsignal(signal.SIGHUP) == hangup_before  # its handler was put back
