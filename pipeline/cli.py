@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import click
 
 from pipeline.errors import LeaseHeld, NewsdriftError
-from pipeline.models import METRICS, display_scale
+from pipeline.models import METRICS, display_scale, utcnow
 from pipeline.paths import default_db_url
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -525,9 +525,15 @@ def story(ctx: click.Context, story_id: int, fmt: str | None) -> None:
 @click.option("--story", "story_id", type=int, default=None, help="Only this story.")
 @click.option("--metric", type=click.Choice(METRICS), default=None, help="Only this metric.")
 @click.option("--outlet", default=None, help="Only this outlet's observations.")
-@click.option("--since", default=None, help="Only observations from this time on (ISO 8601).")
+@click.option(
+    "--since",
+    default=None,
+    help="Only observations from this time on (ISO 8601, or an age: 24h, 7d).",
+)
 @click.option("--diverging", is_flag=True, help="Only rows of diverging groups.")
-@click.option("--as-of", "as_of", default=None, help="What was known at this time (ISO 8601).")
+@click.option(
+    "--as-of", "as_of", default=None, help="What was known at this time (ISO 8601, or an age: 2d)."
+)
 @click.option(
     "--revisions", is_flag=True, help="Outlets changing their own figure between versions."
 )
@@ -611,10 +617,15 @@ DRIFT_EXTRA = [
 
 
 def _parse_time(value: str) -> datetime:
+    """An ISO 8601 time (UTC when it names no zone), or an age that long ago: 24h, 7d."""
+    if _AGE.fullmatch(value):
+        return utcnow() - _parse_age(value)
     try:
         dt = datetime.fromisoformat(value)
     except ValueError as e:
-        raise click.BadParameter(f"not an ISO 8601 time: {value!r}") from e
+        raise click.BadParameter(
+            f"expected an ISO 8601 time or an age such as 24h or 7d, got {value!r}"
+        ) from e
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
@@ -734,8 +745,11 @@ def _jsonable(v: Any) -> Any:
     return _iso(v)
 
 
+_AGE = re.compile(r"\s*(\d+)\s*([dhm])\s*")
+
+
 def _parse_age(value: str) -> timedelta:
-    m = re.fullmatch(r"\s*(\d+)\s*([dhm])\s*", value)
+    m = _AGE.fullmatch(value)
     if not m:
         raise click.BadParameter(f"expected a number with d, h or m (e.g. 180d), got {value!r}")
     n, unit = int(m.group(1)), m.group(2)

@@ -3,7 +3,7 @@ empty table (a typo in ``--outlet`` or ``--metric`` must not read as "no drift")
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
@@ -70,3 +70,28 @@ def test_cli_names_the_bad_filter(db: str) -> None:
     merged = runner.invoke(main, ["--db", db, "story", "2"])
     assert merged.exit_code == 1
     assert "story 2 was merged into story 1" in merged.output
+
+
+def test_since_and_as_of_take_a_time_or_an_age(db: str) -> None:
+    """`--since 24h` is the last day, as `prune --older-than` reads ages; a time without a
+    zone is UTC; anything else is refused with both forms named."""
+    import click
+
+    from pipeline.cli import _parse_time
+
+    before = datetime.now(UTC)
+    day_ago = _parse_time("24h")
+    assert (
+        before - timedelta(hours=24, seconds=1)
+        <= day_ago
+        <= datetime.now(UTC) - timedelta(hours=24)
+    )
+    assert _parse_time("2025-06-13T08:00") == T
+    assert _parse_time("2025-06-13T10:00+02:00") == T
+    with pytest.raises(click.BadParameter, match="an ISO 8601 time or an age such as 24h"):
+        _parse_time("yesterday")
+    runner = CliRunner()
+    recent = runner.invoke(main, ["--db", db, "drift", "--since", "7d", "--format", "json"])
+    assert recent.exit_code == 0 and recent.output.strip() == "[]", recent.output
+    bad = runner.invoke(main, ["--db", db, "drift", "--as-of", "last week"])
+    assert bad.exit_code == 2 and "an age such as 24h or 7d" in bad.output
