@@ -383,9 +383,9 @@ class App:
 
     # --- reading --------------------------------------------------------------------------
 
-    def stories(self) -> list[StorySummary]:
+    def stories(self, *, since: datetime | None = None, min_outlets: int = 1) -> list[StorySummary]:
         with self._store().unit() as repo:
-            return repo.stories()
+            return repo.stories(since=since, min_outlets=min_outlets)
 
     def articles(self, *, status: str | None = None) -> list[ArticleRecord]:
         with self._store().unit() as repo:

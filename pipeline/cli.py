@@ -476,11 +476,24 @@ def feeds_export(ctx: click.Context, output: io.BufferedWriter) -> None:
 
 
 @main.command()
+@click.option(
+    "--since",
+    default=None,
+    help="Only stories with an article published from this time on (ISO 8601, or an age: 2d).",
+)
+@click.option(
+    "--min-outlets",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Only stories that this many outlets report.",
+)
 @listing
 @click.pass_context
 @clean_errors
-def stories(ctx: click.Context, fmt: str | None) -> None:
-    """List stories with their articles and outlets."""
+def stories(ctx: click.Context, since: str | None, min_outlets: int, fmt: str | None) -> None:
+    """List stories with their articles and outlets, oldest first."""
+    found = _app(ctx).stories(since=_parse_time(since) if since else None, min_outlets=min_outlets)
     rows = [
         {
             "story": s.id,
@@ -490,7 +503,7 @@ def stories(ctx: click.Context, fmt: str | None) -> None:
             "first_seen": s.first_seen,
             "last_seen": s.last_seen,
         }
-        for s in _app(ctx).stories()
+        for s in found
     ]
     emit(rows, fmt, ["story", "title", "articles", "outlets", "first_seen", "last_seen"])
 

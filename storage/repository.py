@@ -1159,7 +1159,12 @@ class Repo:
         except IntegrityError:
             pass  # this merge was recorded before (a re-run after a crash)
 
-    def stories(self, story_id: int | None = None) -> list[StorySummary]:
+    def stories(
+        self, story_id: int | None = None, *, since: datetime | None = None, min_outlets: int = 1
+    ) -> list[StorySummary]:
+        """Live stories with their articles and outlets: ``since``, only those with an
+        article published from then on (``last_seen``); ``min_outlets``, only those that
+        many outlets report."""
         q = (
             select(StoryRow, ArticleRow.key, ArticleRow.published, OutletRow.name)
             .join(ArticleRow, ArticleRow.story_id == StoryRow.id)
@@ -1171,6 +1176,8 @@ class Repo:
         )
         if story_id is not None:
             q = q.where(StoryRow.id == story_id)
+        if since is not None:
+            q = q.where(StoryRow.last_seen >= since)
         grouped: dict[int, tuple[StoryRow, list[str], list[str]]] = {}
         for story, key, _published, outlet in self.s.execute(q):
             entry = grouped.setdefault(story.id, (story, [], []))
@@ -1187,6 +1194,7 @@ class Repo:
                 last_seen=story.last_seen,
             )
             for story, keys, outlets in grouped.values()
+            if len(outlets) >= min_outlets
         ]
 
     def story_ids_of(self, article_ids: Iterable[int]) -> set[int]:

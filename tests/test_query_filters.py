@@ -95,3 +95,25 @@ def test_since_and_as_of_take_a_time_or_an_age(db: str) -> None:
     assert recent.exit_code == 0 and recent.output.strip() == "[]", recent.output
     bad = runner.invoke(main, ["--db", db, "drift", "--as-of", "last week"])
     assert bad.exit_code == 2 and "an age such as 24h or 7d" in bad.output
+
+
+def test_stories_by_time_and_by_how_many_outlets_report_them(db: str) -> None:
+    """At a million articles `stories` listed every story; `--since` and `--min-outlets`
+    take the recent ones, and those more than one outlet reports (where drift is)."""
+    import json
+
+    runner = CliRunner()
+
+    def stories(*args: str) -> list[int]:
+        out = runner.invoke(main, ["--db", db, "stories", "--format", "json", *args])
+        assert out.exit_code == 0, out.output
+        return [s["story"] for s in json.loads(out.output)]
+
+    assert stories() == [1]  # story 2 was merged into it: two outlets
+    assert stories("--min-outlets", "2") == [1]
+    assert stories("--min-outlets", "3") == []
+    assert stories("--since", "2025-06-13T08:00") == [1]
+    assert stories("--since", "2025-06-13T08:01") == []
+    assert stories("--since", "7d") == []
+    zero = runner.invoke(main, ["--db", db, "stories", "--min-outlets", "0"])
+    assert zero.exit_code == 2
