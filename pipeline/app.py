@@ -387,9 +387,11 @@ class App:
         with self._store().unit() as repo:
             return repo.stories(since=since, min_outlets=min_outlets)
 
-    def articles(self, *, status: str | None = None) -> list[ArticleRecord]:
+    def articles(
+        self, *, status: str | None = None, since: datetime | None = None
+    ) -> list[ArticleRecord]:
         with self._store().unit() as repo:
-            return repo.articles(status=status)
+            return repo.articles(status=status, since=since)
 
     def story_figures(self, story_id: int) -> list[dict[str, Any]]:
         with self._store().unit() as repo:
@@ -484,9 +486,9 @@ class App:
             )
         return plot_story(obs, title=title, path=path)
 
-    def alerts(self) -> list[AlertRecord]:
+    def alerts(self, *, since: datetime | None = None) -> list[AlertRecord]:
         with self._store().unit() as repo:
-            return repo.alerts()
+            return repo.alerts(since=since)
 
     def status(self) -> dict[str, Any]:
         """Last cycle, backlogs, failing feeds and the database size, for `newsdrift status`."""

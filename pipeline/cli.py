@@ -102,6 +102,13 @@ def _human(v: float) -> str:
     return f"{v / div:.7g} {word}" if word else f"{v:.7g}"
 
 
+def since_option(what: str) -> Callable[[F], F]:
+    """``--since T``: a time (ISO 8601) or an age (24h, 7d); parse with ``_since``."""
+    return click.option(
+        "--since", default=None, help=f"Only {what} from this time on (ISO 8601, or an age: 2d)."
+    )
+
+
 def listing(f: F) -> F:
     """Give a command ``--format table|json|csv``."""
     return click.option(
@@ -476,11 +483,7 @@ def feeds_export(ctx: click.Context, output: io.BufferedWriter) -> None:
 
 
 @main.command()
-@click.option(
-    "--since",
-    default=None,
-    help="Only stories with an article published from this time on (ISO 8601, or an age: 2d).",
-)
+@since_option("stories with an article published")
 @click.option(
     "--min-outlets",
     type=click.IntRange(min=1),
@@ -493,7 +496,7 @@ def feeds_export(ctx: click.Context, output: io.BufferedWriter) -> None:
 @clean_errors
 def stories(ctx: click.Context, since: str | None, min_outlets: int, fmt: str | None) -> None:
     """List stories with their articles and outlets, oldest first."""
-    found = _app(ctx).stories(since=_parse_time(since) if since else None, min_outlets=min_outlets)
+    found = _app(ctx).stories(since=_since(since), min_outlets=min_outlets)
     rows = [
         {
             "story": s.id,
@@ -538,11 +541,7 @@ def story(ctx: click.Context, story_id: int, fmt: str | None) -> None:
 @click.option("--story", "story_id", type=int, default=None, help="Only this story.")
 @click.option("--metric", type=click.Choice(METRICS), default=None, help="Only this metric.")
 @click.option("--outlet", default=None, help="Only this outlet's observations.")
-@click.option(
-    "--since",
-    default=None,
-    help="Only observations from this time on (ISO 8601, or an age: 24h, 7d).",
-)
+@since_option("observations")
 @click.option("--diverging", is_flag=True, help="Only rows of diverging groups.")
 @click.option(
     "--as-of", "as_of", default=None, help="What was known at this time (ISO 8601, or an age: 2d)."
@@ -571,7 +570,7 @@ def drift(
         story_id=story_id,
         metric=metric,
         outlet=outlet,
-        since=_parse_time(since) if since else None,
+        since=_since(since),
         diverging=diverging,
         as_of=_parse_time(as_of) if as_of else None,
         revisions=revisions,
@@ -629,6 +628,10 @@ DRIFT_EXTRA = [
 ]
 
 
+def _since(value: str | None) -> datetime | None:
+    return _parse_time(value) if value else None
+
+
 def _parse_time(value: str) -> datetime:
     """An ISO 8601 time (UTC when it names no zone), or an age that long ago: 24h, 7d."""
     if _AGE.fullmatch(value):
@@ -649,10 +652,11 @@ def _parse_time(value: str) -> datetime:
     is_flag=True,
     help="Send a test message to every channel and say which worked.",
 )
+@since_option("alerts created")
 @listing
 @click.pass_context
 @clean_errors
-def alerts(ctx: click.Context, test_: bool, fmt: str | None) -> None:
+def alerts(ctx: click.Context, test_: bool, since: str | None, fmt: str | None) -> None:
     """Alerts sent, pending and failed."""
     app = _app(ctx)
     if test_:
@@ -674,7 +678,7 @@ def alerts(ctx: click.Context, test_: bool, fmt: str | None) -> None:
             "channels": [f"{c}:{s}" for c, s, _n, _e in a.deliveries],
             "body": a.body,
         }
-        for a in app.alerts()
+        for a in app.alerts(since=_since(since))
     ]
     emit(rows, fmt, ["id", "kind", "story", "status", "title", "created_at", "channels", "body"])
 
@@ -685,10 +689,11 @@ def alerts(ctx: click.Context, test_: bool, fmt: str | None) -> None:
     is_flag=True,
     help="Only articles the topic filter dropped, with the terms that decided.",
 )
+@since_option("articles first seen")
 @listing
 @click.pass_context
 @clean_errors
-def articles(ctx: click.Context, skipped: bool, fmt: str | None) -> None:
+def articles(ctx: click.Context, skipped: bool, since: str | None, fmt: str | None) -> None:
     """Articles seen, with the topic decision that kept or dropped each."""
     rows = [
         {
@@ -702,7 +707,7 @@ def articles(ctx: click.Context, skipped: bool, fmt: str | None) -> None:
             "stage": a.topic_stage,
             "story": a.story_id,
         }
-        for a in _app(ctx).articles(status="skipped" if skipped else None)
+        for a in _app(ctx).articles(status="skipped" if skipped else None, since=_since(since))
     ]
     emit(
         rows,

@@ -926,10 +926,15 @@ class Repo:
             for v, a, outlet in self.s.execute(q)
         ]
 
-    def articles(self, *, status: str | None = None) -> list[ArticleRecord]:
+    def articles(
+        self, *, status: str | None = None, since: datetime | None = None
+    ) -> list[ArticleRecord]:
+        """Articles in the order they were stored; ``since``: first seen from then on."""
         q = select(ArticleRow, OutletRow.name).join(OutletRow).order_by(ArticleRow.id)
         if status:
             q = q.where(ArticleRow.status == status)
+        if since is not None:
+            q = q.where(ArticleRow.first_seen >= since)
         return [
             ArticleRecord(
                 id=a.id,
@@ -1400,10 +1405,18 @@ class Repo:
         else:
             alert.status = "failed"
 
-    def alerts(self) -> list[AlertRecord]:
-        rows = list(self.s.scalars(select(AlertRow).order_by(AlertRow.id)))
+    def alerts(self, *, since: datetime | None = None) -> list[AlertRecord]:
+        """Alerts with their deliveries; ``since``: created from then on."""
+        q = select(AlertRow).order_by(AlertRow.id)
+        d_q = select(DeliveryRow).order_by(DeliveryRow.id)
+        if since is not None:
+            q = q.where(AlertRow.created_at >= since)
+            d_q = d_q.join(AlertRow, AlertRow.id == DeliveryRow.alert_id).where(
+                AlertRow.created_at >= since
+            )
+        rows = list(self.s.scalars(q))
         deliveries: dict[int, list[tuple[str, str, int, str | None]]] = {}
-        for d in self.s.scalars(select(DeliveryRow).order_by(DeliveryRow.id)):
+        for d in self.s.scalars(d_q):
             deliveries.setdefault(d.alert_id, []).append(
                 (d.channel, d.status, d.attempts, d.last_error)
             )

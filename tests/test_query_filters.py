@@ -117,3 +117,39 @@ def test_stories_by_time_and_by_how_many_outlets_report_them(db: str) -> None:
     assert stories("--since", "7d") == []
     zero = runner.invoke(main, ["--db", db, "stories", "--min-outlets", "0"])
     assert zero.exit_code == 2
+
+
+def test_articles_and_alerts_since(db: str) -> None:
+    """`articles` and `alerts` listed everything stored; `--since` takes the recent part."""
+    import json
+
+    from pipeline.models import Alert
+
+    store = Store.open(db)
+    with store.unit() as repo:
+        repo.add_alert(Alert(key="k1", kind="disagreement", title="t", body="b", created_at=T), [])
+        repo.add_alert(
+            Alert(
+                key="k2",
+                kind="disagreement",
+                title="t2",
+                body="b",
+                created_at=T + timedelta(days=2),
+            ),
+            ["logfile"],
+        )
+    store.close()
+    runner = CliRunner()
+
+    def listed(*args: str) -> list[dict[str, object]]:
+        out = runner.invoke(main, ["--db", db, *args, "--format", "json"])
+        assert out.exit_code == 0, out.output
+        return json.loads(out.output)  # type: ignore[no-any-return]
+
+    assert [a["id"] for a in listed("alerts")] == [1, 2]
+    assert [(a["id"], a["channels"]) for a in listed("alerts", "--since", "2025-06-14")] == [
+        (2, ["logfile:pending"])
+    ]
+    assert [a["article"] for a in listed("articles")] == ["a", "b"]
+    assert listed("articles", "--since", "2025-06-13T08:00:01") == []
+    assert listed("articles", "--since", "3650d") != []
