@@ -11,7 +11,7 @@ import logging
 import random
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -269,8 +269,15 @@ class App:
         return Workers(self._settings().fetch.processes or None)
 
     def ingest(
-        self, items: Sequence[IngestItem], *, keep_all: bool = False, progress: Any = None
+        self,
+        items: Iterable[IngestItem],
+        *,
+        keep_all: bool = False,
+        progress: Any = None,
+        total: int | None = None,
     ) -> RunReport:
+        """Store and analyse already-fetched articles; ``total``: the items are in
+        publication order already and this many (see ``run.ingest``)."""
         from pipeline.run import RunReport, finish_analysis, ingest
 
         with self.leased() as (store, _renew):
@@ -280,7 +287,16 @@ class App:
             with store.unit() as repo:
                 run_id = repo.start_run(self.clock())
             analysis = self.analysis(use_topic=not keep_all)
-            ingest(store, items, analysis, self.clock, report, keep_all=keep_all, progress=progress)
+            ingest(
+                store,
+                items,
+                analysis,
+                self.clock,
+                report,
+                keep_all=keep_all,
+                progress=progress,
+                total=total,
+            )
             with self.workers() as workers:
                 finish_analysis(
                     store, analysis, self._channels(), self.clock, report, progress, workers=workers

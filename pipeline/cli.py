@@ -15,14 +15,16 @@ import logging
 import math
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import click
 
@@ -365,7 +367,7 @@ def worker(
 @click.option(
     "--jsonl",
     "path",
-    type=click.File("r", encoding="utf-8"),
+    type=click.File("rb"),
     required=True,
     help="One JSON object per line: id, url, outlet, lang, published, title, "
     "text or html ('-' for stdin).",
@@ -373,13 +375,28 @@ def worker(
 @click.option("--all", "keep_all", is_flag=True, help="Keep every article (skip the topic filter).")
 @click.pass_context
 @clean_errors
-def ingest(ctx: click.Context, path: io.TextIOBase, keep_all: bool) -> None:
-    """Take already-fetched articles through the rest of the pipeline."""
-    from pipeline.ingest import read_jsonl
+def ingest(ctx: click.Context, path: BinaryIO, keep_all: bool) -> None:
+    """Take already-fetched articles through the rest of the pipeline.
 
-    items, errors = read_jsonl(path, getattr(path, "name", "<stdin>"))
-    with progress_display() as progress:
-        report = _app(ctx).ingest(items, keep_all=keep_all, progress=progress)
+    The file is read twice: once to check every line and sort the articles by
+    publication, keeping only where each line starts; then article by article, so a
+    file of any size needs little memory. A bad line is reported and skipped.
+    """
+    from pipeline.ingest import index_jsonl, read_places
+
+    source = getattr(path, "name", "<stdin>")
+    with contextlib.ExitStack() as stack:
+        if not path.seekable():  # stdin: kept in a temporary file to read it twice
+            spool = stack.enter_context(tempfile.TemporaryFile())
+            shutil.copyfileobj(path, spool)
+            spool.seek(0)
+            path = spool
+        places, errors = index_jsonl(path, source)
+        items = read_places(path, places, source)
+        with progress_display() as progress:
+            report = _app(ctx).ingest(
+                items, keep_all=keep_all, progress=progress, total=len(places)
+            )
     click.echo(report.summary())
     for error in errors + report.errors:
         click.echo(f"error: {error}", err=True)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from typing import BinaryIO
 
 from pipeline.errors import InputError
 from pipeline.models import IngestItem
@@ -49,18 +50,40 @@ def parse_line(line: str, where: str) -> IngestItem:
     )
 
 
-def read_jsonl(lines: Iterable[str], source: str) -> tuple[list[IngestItem], list[str]]:
-    """Valid items and one message per invalid line (``file:line: what``).
+# A line's place in a file: when it was published, its number, its first byte.
+Place = tuple[datetime, int, int]
 
-    A bad line fails alone: the caller ingests the rest and reports the errors.
-    """
-    items: list[IngestItem] = []
+
+def index_jsonl(fh: BinaryIO, source: str) -> tuple[list[Place], list[str]]:
+    """Every line checked, only its place kept (a file of any size is read in constant
+    memory but for the index), sorted by publication time then line number; and one
+    message per invalid line, including one that is not UTF-8."""
+    places: list[Place] = []
     errors: list[str] = []
-    for number, line in enumerate(lines, start=1):
+    offset = 0
+    for number, raw in enumerate(fh, start=1):
+        start, offset = offset, offset + len(raw)
+        where = f"{source}:{number}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            errors.append(f"{where}: not UTF-8 text (byte {e.start + 1} of the line)")
+            continue
         if not line.strip():
             continue
         try:
-            items.append(parse_line(line, f"{source}:{number}"))
+            item = parse_line(line, where)
         except InputError as e:
             errors.append(str(e))
-    return items, errors
+            continue
+        places.append((item.published, number, start))
+    places.sort()
+    return places, errors
+
+
+def read_places(fh: BinaryIO, places: Iterable[Place], source: str) -> Iterator[IngestItem]:
+    """The items at ``places`` (from ``index_jsonl`` on the same file), read again one by
+    one in the index's order."""
+    for _published, number, start in places:
+        fh.seek(start)
+        yield parse_line(fh.readline().decode("utf-8"), f"{source}:{number}")

@@ -1015,51 +1015,71 @@ def ingest(
     *,
     keep_all: bool = False,
     progress: Any = None,
+    total: int | None = None,
 ) -> None:
-    """Store already-fetched articles (in ``published`` order); analysis follows."""
-    ordered = sorted(items, key=lambda i: i.published)
-    tracker = Tracker(progress, "storing", len(ordered))
-    for item in ordered:
-        tracker.advance()
-        now = clock()
-        if item.html is not None and item.text is None:
-            try:
-                extracted = extract_article(item.html, item.url)
-            except ParseError as e:
-                report.articles_failed += 1
-                report.errors.append(f"article {item.id or item.url}: {e}")
-                continue
-            text, title, method = extracted.text, item.title or extracted.title, extracted.method
-        else:
-            text, title, method = item.text or "", item.title, "given-text"
-        decision = None
-        if analysis.topic is not None and not keep_all:
-            decision = decide_text(analysis.topic, title, text, item.lang)
-        with store.unit() as repo:
-            aid, created = repo.add_article(
-                key=item.id or item.url,
-                url=item.url,
-                outlet=item.outlet,
-                lang=item.lang,
-                published=item.published,
-                title=title,
-                now=now,
-                status=_keep_status(decision),
-                topic=_topic_fields(decision),
-            )
-            version = repo.add_version(
-                aid,
-                title=title,
-                text=text,
-                method=method,
-                fetched_at=now,
-                content_hash=content_hash(text),
-                html=item.html,
-            )
-        if _keep_status(decision) == "skipped":
-            report.articles_skipped += 1
-        elif created or version is not None:
-            report.articles_new += 1
+    """Store already-fetched articles in ``published`` order; analysis follows. ``total``:
+    how many ``items`` yields, already in that order (a file read by its index, never held
+    in memory whole); without it the items are sorted here. Writes are batched as a
+    cycle's are (``Batch``: a transaction of up to ``COMMIT_EVERY`` items, one savepoint
+    each)."""
+    if total is None:
+        items = sorted(items, key=lambda i: i.published)
+        total = len(items)
+    tracker = Tracker(progress, "storing", total)
+    with Batch(store) as batch:
+        for item in items:
+            tracker.advance()
+            _ingest_item(batch, item, analysis, clock, report, keep_all)
+
+
+def _ingest_item(
+    batch: Batch,
+    item: IngestItem,
+    analysis: Analysis,
+    clock: Clock,
+    report: RunReport,
+    keep_all: bool,
+) -> None:
+    """Store one item (its text extracted first when only HTML was given)."""
+    now = clock()
+    if item.html is not None and item.text is None:
+        try:
+            extracted = extract_article(item.html, item.url)
+        except ParseError as e:
+            report.articles_failed += 1
+            report.errors.append(f"article {item.id or item.url}: {e}")
+            return
+        text, title, method = extracted.text, item.title or extracted.title, extracted.method
+    else:
+        text, title, method = item.text or "", item.title, "given-text"
+    decision = None
+    if analysis.topic is not None and not keep_all:
+        decision = decide_text(analysis.topic, title, text, item.lang)
+    with batch.item() as repo:
+        aid, created = repo.add_article(
+            key=item.id or item.url,
+            url=item.url,
+            outlet=item.outlet,
+            lang=item.lang,
+            published=item.published,
+            title=title,
+            now=now,
+            status=_keep_status(decision),
+            topic=_topic_fields(decision),
+        )
+        version = repo.add_version(
+            aid,
+            title=title,
+            text=text,
+            method=method,
+            fetched_at=now,
+            content_hash=content_hash(text),
+            html=item.html,
+        )
+    if _keep_status(decision) == "skipped":
+        report.articles_skipped += 1
+    elif created or version is not None:
+        report.articles_new += 1
 
 
 # --- analysis: figures, stories, drift, alerts --------------------------------------------------

@@ -1,10 +1,14 @@
-"""JSONL input for `newsdrift ingest`: each bad line fails alone, with file:line."""
+"""JSONL input for `newsdrift ingest`: each bad line fails alone, with file:line; the file
+is indexed (each line checked, only its place kept) and read again in publication order."""
 
 from __future__ import annotations
 
+import io
 import json
+from pathlib import Path
 
-from pipeline.ingest import read_jsonl
+from pipeline.ingest import index_jsonl, read_places
+from tests.pg import DbFactory
 
 GOOD = {
     "id": "a1",
@@ -27,10 +31,74 @@ def test_good_and_bad_lines() -> None:
         json.dumps({**GOOD, "id": "a2", "published": "2025-06-13"}),
         json.dumps({**GOOD, "published": "yesterday"}),
     ]
-    items, errors = read_jsonl(lines, "in.jsonl")
-    assert [i.id for i in items] == ["a1", "a2"]
-    assert items[1].published.tzinfo is not None
+    data = io.BytesIO("\n".join(lines).encode("utf-8"))
+    places, errors = index_jsonl(data, "in.jsonl")
+    items = list(read_places(data, places, "in.jsonl"))
+    assert [i.id for i in items] == ["a2", "a1"]  # a2 was published first (midnight)
+    assert items[0].published.tzinfo is not None
     assert errors[0].startswith("in.jsonl:2: invalid JSON")
     assert errors[1].startswith("in.jsonl:3: lang")
     assert errors[2] == "in.jsonl:4: needs 'text' or 'html' (a string)"
     assert errors[3].startswith("in.jsonl:7: published: not ISO 8601")
+
+
+def test_a_line_that_is_not_utf8_fails_alone() -> None:
+    """The file was read as UTF-8 text as a whole: one bad byte ended the ingest with a
+    UnicodeDecodeError traceback and nothing stored."""
+    good = json.dumps({**GOOD, "title": "Münchner KI-Start-up"}, ensure_ascii=False)
+    data = io.BytesIO(good.encode("utf-8") + b'\n{"title": "M\xfcnchen"}\n' + good.encode())
+    places, errors = index_jsonl(data, "in.jsonl")
+    assert errors == ["in.jsonl:2: not UTF-8 text (byte 13 of the line)"]
+    assert [i.title for i in read_places(data, places, "in.jsonl")] == ["Münchner KI-Start-up"] * 2
+
+
+def test_equal_times_keep_the_file_order() -> None:
+    lines = [json.dumps({**GOOD, "id": f"a{n}"}) for n in (3, 1, 2)]
+    data = io.BytesIO("\n".join(lines).encode())
+    places, _ = index_jsonl(data, "x")
+    assert [i.id for i in read_places(data, places, "x")] == ["a3", "a1", "a2"]
+
+
+def test_the_cli_ingests_a_file_and_a_pipe_in_publication_order(
+    tmp_path: Path, new_db: DbFactory
+) -> None:
+    """The command reads a file by its index, and stdin through a temporary file (a pipe
+    cannot be read twice); a line that is not UTF-8 is reported, the others stored."""
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from pipeline.app import App
+    from pipeline.cli import main
+    from tests.helpers_cli import _env, cli_args
+
+    lines = [
+        json.dumps({**GOOD, "id": "late", "published": "2025-06-14T08:00:00+00:00"}).encode(),
+        b'{"id": "bad", "title": "M\xfcnchen"}',
+        json.dumps({**GOOD, "id": "early", "text": "Meta zahlt 14,3 Milliarden Dollar."}).encode(),
+    ]
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    db = new_db()
+    result = CliRunner().invoke(main, ["--db", db, "ingest", "--all", "--jsonl", str(src)])
+    assert result.exit_code == 1
+    assert f"{src}:2: not UTF-8 text" in result.output
+    assert "articles_new=2 " in result.output
+    app = App(db_url=db, channels=[], sync_feeds=False)
+    assert [a.key for a in app.articles()] == ["early", "late"]
+
+    piped = new_db("piped")
+    run = subprocess.run(
+        cli_args(piped, None, "ingest", "--all", "--jsonl", "-"),
+        input=src.read_bytes(),
+        capture_output=True,
+        timeout=120,
+        env=_env(),
+        check=False,
+    )
+    assert run.returncode == 1, run.stderr
+    assert b"<stdin>:2: not UTF-8 text" in run.stderr
+    assert [a.key for a in App(db_url=piped, channels=[], sync_feeds=False).articles()] == [
+        "early",
+        "late",
+    ]
