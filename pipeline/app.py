@@ -287,17 +287,18 @@ class App:
             with store.unit() as repo:
                 run_id = repo.start_run(self.clock())
             analysis = self.analysis(use_topic=not keep_all)
-            ingest(
-                store,
-                items,
-                analysis,
-                self.clock,
-                report,
-                keep_all=keep_all,
-                progress=progress,
-                total=total,
-            )
             with self.workers() as workers:
+                ingest(
+                    store,
+                    items,
+                    analysis,
+                    self.clock,
+                    report,
+                    keep_all=keep_all,
+                    progress=progress,
+                    total=total,
+                    workers=workers,
+                )
                 finish_analysis(
                     store, analysis, self._channels(), self.clock, report, progress, workers=workers
                 )

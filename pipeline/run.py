@@ -14,7 +14,8 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, ExitStack, nullcontext
@@ -65,6 +66,7 @@ from pipeline.topic import Topic, TopicDecision, decide_entry, decide_text, load
 from pipeline.work import (
     Prepared,
     exit_with_parent,
+    extract_in_worker,
     prepare_batch,
     prepare_version,
     process_in_worker,
@@ -1016,39 +1018,84 @@ def ingest(
     keep_all: bool = False,
     progress: Any = None,
     total: int | None = None,
+    workers: Workers | None = None,
 ) -> None:
     """Store already-fetched articles in ``published`` order; analysis follows. ``total``:
     how many ``items`` yields, already in that order (a file read by its index, never held
-    in memory whole); without it the items are sorted here. Writes are batched as a
-    cycle's are (``Batch``: a transaction of up to ``COMMIT_EVERY`` items, one savepoint
-    each)."""
+    in memory whole); without it the items are sorted here. Pages given as HTML are
+    extracted ahead by ``workers`` (``_extracted_ahead``). Writes are batched as a cycle's
+    are (``Batch``: a transaction of up to ``COMMIT_EVERY`` items, one savepoint each)."""
     if total is None:
         items = sorted(items, key=lambda i: i.published)
         total = len(items)
     tracker = Tracker(progress, "storing", total)
     with Batch(store) as batch:
-        for item in items:
+        for item, extracted in _extracted_ahead(items, workers):
             tracker.advance()
-            _ingest_item(batch, item, analysis, clock, report, keep_all)
+            _ingest_item(batch, item, extracted, analysis, clock, report, keep_all)
+
+
+# Ingested pages extracted ahead of the one being stored: enough to keep every worker busy,
+# few enough that only so many pages are held in memory at once.
+INGEST_AHEAD = 32
+
+
+def _extracted_ahead(
+    items: Iterable[IngestItem], workers: Workers | None
+) -> Iterator[tuple[IngestItem, Extracted | str | None]]:
+    """Each item with its extraction (``_extract_item``), in the items' order; with
+    ``workers``, up to ``INGEST_AHEAD`` pages ahead are extracted meanwhile by their
+    threads, in their pool once the pages add up to one (as a cycle's pages are)."""
+    if workers is None:
+        for item in items:
+            yield item, _extract_item(item, None)
+        return
+    ahead: deque[tuple[IngestItem, Future[Extracted | str | None]]] = deque()
+    for item in items:
+        ahead.append((item, workers.articles.submit(_extract_item, item, workers)))
+        if len(ahead) >= INGEST_AHEAD:
+            first, future = ahead.popleft()
+            yield first, future.result()
+    while ahead:
+        first, future = ahead.popleft()
+        yield first, future.result()
+
+
+def _extract_item(item: IngestItem, workers: Workers | None) -> Extracted | str | None:
+    """The extraction of an item given as HTML only, or why it failed; None for an item
+    that gave its text."""
+    if item.html is None or item.text is not None:
+        return None
+    if workers is None or workers.cpu(1) is None:
+        try:
+            return extract_article(item.html, item.url)
+        except ParseError as e:
+            return str(e)
+    try:
+        return workers.call(extract_in_worker, item.html, item.url)
+    except BrokenProcessPool:
+        return (
+            f"{item.url}: the worker process died twice on this page "
+            "(killed, out of memory, or a crash in the HTML parser)"
+        )
 
 
 def _ingest_item(
     batch: Batch,
     item: IngestItem,
+    extracted: Extracted | str | None,
     analysis: Analysis,
     clock: Clock,
     report: RunReport,
     keep_all: bool,
 ) -> None:
-    """Store one item (its text extracted first when only HTML was given)."""
+    """Store one item, with its text as given or as ``extracted`` from its HTML."""
     now = clock()
-    if item.html is not None and item.text is None:
-        try:
-            extracted = extract_article(item.html, item.url)
-        except ParseError as e:
-            report.articles_failed += 1
-            report.errors.append(f"article {item.id or item.url}: {e}")
-            return
+    if isinstance(extracted, str):
+        report.articles_failed += 1
+        report.errors.append(f"article {item.id or item.url}: {extracted}")
+        return
+    if extracted is not None:
         text, title, method = extracted.text, item.title or extracted.title, extracted.method
     else:
         text, title, method = item.text or "", item.title, "given-text"

@@ -45,6 +45,15 @@ def process_in_worker(content: bytes, headers: dict[str, str], url: str) -> Page
         return e.reason
 
 
+def extract_in_worker(html: str, url: str) -> Extracted | str:
+    """``extract_article`` in a pool worker (an ingested page); a ParseError comes back as
+    its message, which pickles where the exception does not."""
+    try:
+        return extract_article(html, url)
+    except ParseError as e:
+        return str(e)
+
+
 def prepare_version(
     article: StoredArticle, published: datetime, lexicons: dict[str, FigureLexicon]
 ) -> Prepared:

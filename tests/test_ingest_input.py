@@ -102,3 +102,50 @@ def test_the_cli_ingests_a_file_and_a_pipe_in_publication_order(
         "early",
         "late",
     ]
+
+
+def test_pages_given_as_html_are_extracted_ahead_in_the_pool(new_db: DbFactory) -> None:
+    """Ingested HTML is extracted by the workers' threads and pool, ahead of the writes,
+    as a cycle's pages are; each page's text is what extraction alone gives, the order
+    is kept, and a page without article text fails alone."""
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline.app import App
+    from pipeline.demo_server import DEMO_DATA_DIR
+    from pipeline.extract import extract_article
+    from pipeline.models import IngestItem
+
+    pages = sorted(DEMO_DATA_DIR.glob("*/**/*.html"))
+    pages = [p for p in pages if p.name != "index.html"]
+    t0 = datetime(2025, 6, 13, tzinfo=UTC)
+    items = [
+        IngestItem(
+            id=f"p{n}",
+            url=f"https://o{n % 3}.example/{n}",
+            outlet=f"o{n % 3}.example",
+            lang="en",
+            published=t0 + timedelta(minutes=n),
+            title="",
+            text=None,
+            html=pages[n % len(pages)].read_text(encoding="utf-8"),
+        )
+        for n in range(40)  # more than POOL_MIN_PAGES: the pool starts
+    ]
+    empty = "<html><body><nav>Home</nav></body></html>"
+    items.insert(5, IngestItem("nav", "https://o9.example/nav", "o9.example", "en",
+                               t0 + timedelta(minutes=4, seconds=30), "", None, empty))  # fmt: skip
+    app = App(db_url=new_db(), channels=[], sync_feeds=False)
+    report = app.ingest(items, keep_all=True)
+    assert (report.articles_new, report.articles_failed) == (40, 1)
+    assert report.errors[0].startswith("article nav: ")
+    stored = {a.key: a for a in app.articles()}
+    assert list(stored) == [f"p{n}" for n in range(40)]
+    assert app.store is not None
+    with app.store.engine.connect() as conn:
+        texts = dict(
+            conn.exec_driver_sql(
+                "select a.key, v.text from article_versions v join articles a on a.id = v.article_id"
+            ).all()
+        )
+    for n in (0, 7, 39):
+        assert texts[f"p{n}"] == extract_article(items[n + (n >= 5)].html or "", None).text
