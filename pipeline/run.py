@@ -590,6 +590,13 @@ def refetch_page(fetcher: Fetcher, due: RefetchDue, workers: Workers | None) -> 
     return result if result.not_modified else _process(result, workers)
 
 
+# Why a page failed whose extraction broke the pool twice (``Workers.call``).
+POOL_DIED = (
+    "the worker process died twice on this page "
+    "(killed, out of memory, or a crash in the HTML parser)"
+)
+
+
 def _process(result: FetchResult, workers: Workers | None) -> Page:
     """Decode and extract a fetched page: in ``workers``' pool once the cycle has had
     enough pages for one (``Workers.cpu``), else here."""
@@ -599,11 +606,7 @@ def _process(result: FetchResult, workers: Workers | None) -> Page:
     try:
         outcome = workers.call(process_in_worker, result.content, headers, result.url)
     except BrokenProcessPool:
-        raise ExtractionError(
-            result.url,
-            "the worker process died twice on this page "
-            "(killed, out of memory, or a crash in the HTML parser)",
-        ) from None
+        raise ExtractionError(result.url, POOL_DIED) from None
     if isinstance(outcome, str):
         raise ExtractionError(result.url, outcome)
     return Page(result, *outcome)
@@ -1074,10 +1077,7 @@ def _extract_item(item: IngestItem, workers: Workers | None) -> Extracted | str 
     try:
         return workers.call(extract_in_worker, item.html, item.url)
     except BrokenProcessPool:
-        return (
-            f"{item.url}: the worker process died twice on this page "
-            "(killed, out of memory, or a crash in the HTML parser)"
-        )
+        return f"{item.url}: {POOL_DIED}"
 
 
 def _ingest_item(
