@@ -555,6 +555,59 @@ class App:
         return results
 
 
+def check_config(config_dir: Path | None) -> tuple[list[str], list[str]]:
+    """What ``newsdrift config check`` reports: (what was read, what is wrong), without a
+    database or the network. newsdrift.toml first (the rest depends on it); then
+    feeds.toml, the figure lexicons and the topic filter, and each alert channel: its
+    ``${ENV}`` variables set and its URL one apprise understands (nothing is sent)."""
+    from pipeline.figures import load_lexicons
+    from pipeline.notify import expand_env
+    from pipeline.topic import load_topic
+
+    read: list[str] = []
+    errors: list[str] = []
+    try:
+        settings = load_settings(config_dir)
+    except ConfigError as e:
+        return read, [str(e)]
+    own = settings.config_dir / "newsdrift.toml"
+    shipped = settings.config_dir == shipped_config_dir() or not own.is_file()
+    read.append(f"settings: {'the shipped defaults' if shipped else f'{own} over the defaults'}")
+    path = feeds_path(config_dir)
+    try:
+        listed = load_feeds(path, settings.fetch.default_interval_minutes)
+        read.append(f"feeds: {path}: {len(listed.outlets)} outlets, {len(listed.feeds)} feeds")
+    except ConfigError as e:
+        errors.append(str(e))
+    user = settings.config_dir
+    for what, load in (
+        ("figure lexicons", lambda: ", ".join(sorted(load_lexicons(_own(user, "lexicons"))))),
+        ("topic filter", lambda: load_topic(_own(user, "topic")).name),
+    ):
+        try:
+            read.append(f"{what}: {load()}")
+        except ConfigError as e:
+            errors.append(str(e))
+    for channel in settings.alerts.channels:
+        try:
+            url = expand_env(channel.url, f"alerts channel {channel.name!r}")
+        except ConfigError as e:
+            errors.append(str(e))
+            continue
+        import apprise
+
+        if not apprise.Apprise().add(url):
+            errors.append(f"alerts channel {channel.name!r}: apprise does not understand its URL")
+        else:
+            read.append(f"alerts channel {channel.name!r}: {url.split(':', 1)[0]}")
+    return read, errors
+
+
+def _own(config_dir: Path, folder: str) -> Path | None:
+    """``config_dir`` when it has its own ``folder`` (lexicons, topic), else None: shipped."""
+    return config_dir if (config_dir / folder).is_dir() else None
+
+
 def _unknown(what: str, name: str, known: Sequence[str] | set[str]) -> str:
     """``no outlet named 'x'``, with the closest known names when there are any."""
     close = difflib.get_close_matches(name, sorted(known), n=3)

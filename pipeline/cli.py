@@ -808,6 +808,29 @@ def prune(ctx: click.Context, older_than: str) -> None:
 
 
 @main.group()
+def config() -> None:
+    """Configuration files."""
+
+
+@config.command("check")
+@click.pass_context
+def config_check(ctx: click.Context) -> None:
+    """Read newsdrift.toml, feeds.toml, the lexicons and the alert channels' URLs, and say
+    what is wrong, with file and line; exit 1 if anything is. Touches no database and
+    sends nothing: run it before `systemctl reload newsdrift`."""
+    from pipeline.app import check_config
+
+    obj: Context = ctx.obj
+    read, errors = check_config(obj.config_dir)
+    for line in read:
+        click.echo(f"ok: {line}")
+    for line in errors:
+        click.echo(f"error: {line}", err=True)
+    if errors:
+        ctx.exit(1)
+
+
+@main.group()
 def db() -> None:
     """Database maintenance."""
 
