@@ -515,6 +515,7 @@ class App:
         with store.unit() as repo:
             last = repo.last_run()
             counts = repo.counts()
+            leases = repo.live_leases(self.clock())
             failing = [
                 {
                     "url": f.url,
@@ -536,6 +537,11 @@ class App:
             "last_cycle": report,
             **counts,
             "failing_feeds": failing,
+            # a daemon holds "daemon" for its life, any cycle "cycle" while it runs
+            "leases": {
+                name: {"holder": holder, "expires_at": expires}
+                for name, (holder, expires) in leases.items()
+            },
             "database_bytes": database_size(store.engine),
             "schema_revision": current_revision(store.engine),
         }

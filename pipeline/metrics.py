@@ -32,6 +32,18 @@ def prometheus_text(status: dict[str, Any]) -> str:
             continue
         name = f"newsdrift_{key}"
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {_number(value)}"]
+    leases = status.get("leases")
+    if isinstance(leases, dict):
+        for lease, help_text in (
+            ("daemon", "1 while a daemon holds this database's daemon lease"),
+            ("cycle", "1 while a cycle runs (its lease is held)"),
+        ):
+            name = f"newsdrift_{lease}_running"
+            lines += [
+                f"# HELP {name} {help_text}",
+                f"# TYPE {name} gauge",
+                f"{name} {int(lease in leases)}",
+            ]
     cycle = status.get("last_cycle")
     if isinstance(cycle, dict) and cycle:
         for name, help_text, value in (

@@ -1530,6 +1530,11 @@ class Repo:
             raise LeaseHeld(f"another newsdrift process took the {name!r} lease just now")
         self.s.expire(row)
 
+    def live_leases(self, now: datetime) -> dict[str, tuple[str, datetime]]:
+        """The leases not expired at ``now``: name → (holder, expires_at)."""
+        q = select(LeaseRow).where(LeaseRow.expires_at > now).order_by(LeaseRow.name)
+        return {r.name: (r.holder, r.expires_at) for r in self.s.scalars(q)}
+
     def release_lease(self, name: str, holder: str) -> None:
         self.s.execute(delete(LeaseRow).where(LeaseRow.name == name, LeaseRow.holder == holder))
 

@@ -62,6 +62,10 @@ def test_daemon_runs_cycles_and_stops_cleanly(tmp_path: Path, new_db: DbFactory)
     worker.join(timeout=15)
     assert not worker.is_alive()
     assert "newsdrift_feeds 0" in metrics.read_text()
+    # written by the daemon between its cycles: its lease held, no cycle's
+    assert "newsdrift_daemon_running 1" in metrics.read_text()
+    assert "newsdrift_cycle_running 0" in metrics.read_text()
+    assert make_app(tmp_path, url).status()["leases"] == {}
     # Its leases are released: a new daemon may start.
     with Store.open(url).engine.connect() as conn:
         assert conn.exec_driver_sql("select count(*) from leases").scalar_one() == 0
