@@ -566,6 +566,8 @@ def check_config(config_dir: Path | None) -> tuple[list[str], list[str]]:
     database or the network. newsdrift.toml first (the rest depends on it); then
     feeds.toml, the figure lexicons and the topic filter, and each alert channel: its
     ``${ENV}`` variables set and its URL one apprise understands (nothing is sent)."""
+    import apprise
+
     from pipeline.figures import load_lexicons
     from pipeline.notify import expand_env
     from pipeline.topic import load_topic
@@ -600,8 +602,6 @@ def check_config(config_dir: Path | None) -> tuple[list[str], list[str]]:
         except ConfigError as e:
             errors.append(str(e))
             continue
-        import apprise
-
         if not apprise.Apprise().add(url):
             errors.append(f"alerts channel {channel.name!r}: apprise does not understand its URL")
         else:
