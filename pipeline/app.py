@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import platformdirs
 
 from pipeline import drift as drift_mod
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, StorageError
 from pipeline.models import Clock, FeedConfig, FeedState, IngestItem, is_http_url, utcnow
 from pipeline.notify import AppriseChannel, Channel, FileChannel, NotifyError, StreamChannel
 from pipeline.opml import parse_opml, to_opml
@@ -317,9 +317,13 @@ class App:
     # --- feeds ----------------------------------------------------------------------------
 
     def feeds(self) -> list[FeedState]:
-        """The stored feeds, with feeds.toml applied first (the set the next cycle polls)."""
+        """The stored feeds, with feeds.toml applied first (the set the next cycle polls).
+        On a database that takes no writes (read-only) they are listed as stored."""
         if self.sync_feeds:
-            self.sync_config_feeds()
+            try:
+                self.sync_config_feeds()
+            except StorageError as e:
+                log.warning("feeds.toml not applied (%s); listing the feeds as stored", e)
         with self._store().unit() as repo:
             return repo.feeds()
 

@@ -16,6 +16,7 @@ Mounting needs root with CAP_SYS_ADMIN; without it those tests are skipped.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -223,6 +224,32 @@ def test_run_on_a_read_only_database_fails_clearly(env: Env) -> None:
         result = newsdrift(url, env.config, "run")
         _assert_clean_failure(result, env, "read-only", "readonly")
     _assert_unchanged(env, url)
+
+
+def test_feeds_list_on_a_read_only_database_lists_what_is_stored(env: Env) -> None:
+    """`feeds list` applies feeds.toml first; a database that takes no writes still lists
+    its feeds, with a warning that the file was not applied."""
+    cfg = env.tmp / "cfg-extra"
+    shutil.copytree(env.config, cfg)
+    with (cfg / "feeds.toml").open("a", encoding="utf-8") as fh:
+        fh.write(
+            '\n[[outlet]]\nname = "extra"\nlang = "en"\nfeeds = ["https://extra.example/rss"]\n'
+        )
+    work = env.tmp / "ro-list"
+    work.mkdir()
+    if env.backend == "sqlite":  # a read-only directory cannot even be read in WAL mode
+        db = work / "nd.db"
+        shutil.copy(sqlite_file(env.reference_url), db)
+        plain, url = f"sqlite:///{db}", f"sqlite:///file:{db}?mode=ro&uri=true"
+    else:
+        plain = env.new_db.copy(env.reference_url, "ro-list")
+        url = f"{plain}?options=-c%20default_transaction_read_only%3Don"
+    result = newsdrift(url, cfg, "feeds", "list", "--format", "json")
+    assert result.returncode == 0, describe(result)
+    assert "feeds.toml not applied" in result.stderr
+    listed = [f["url"] for f in json.loads(result.stdout)]
+    assert listed and "https://extra.example/rss" not in listed
+    _assert_unchanged(env, plain)
 
 
 def test_read_only_url_fails_clearly_and_leaves_no_stray_files(env: Env) -> None:
