@@ -36,7 +36,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import ROOT, cores, median, percentile, table
 
-GOAL_P95_MS = 50.0  # issue 9: one story
+GOAL_P95_MS = 50.0  # issue 9: p95 of the common queries, through drift_rows
 OUTLETS = 40
 # (metric, unit, share of figures, typical value)
 METRIC_MIX = (
@@ -312,11 +312,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, rows in tables.items():
         print(f"\n{label}")
         print(table(headers, rows))
-    story_p95 = tables["with 0003 indexes"][0][7]
-    assert isinstance(story_p95, float)
-    verdict = "meets" if story_p95 < GOAL_P95_MS else "misses"
-    print(f"\none story, p95 through drift_rows: {story_p95:.1f} ms ({verdict} the goal < ", end="")
-    print(f"{GOAL_P95_MS:g} ms)")
+    print(f"\np95 through drift_rows, with the indexes (goal < {GOAL_P95_MS:g} ms):")
+    for row in tables["with 0003 indexes"]:
+        name, p95 = row[0], row[7]
+        assert isinstance(p95, float)
+        verdict = "meets" if p95 < GOAL_P95_MS else "misses"
+        print(f"  {name}: {p95:,.1f} ms ({verdict} the goal)")
     return 0
 
 
