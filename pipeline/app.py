@@ -342,6 +342,17 @@ class App:
         with self._store().unit() as repo:
             return repo.add_feed(feed, self.clock())
 
+    def similar_outlets(self, name: str) -> list[str]:
+        """Stored outlets a new outlet name is likely a variant of ("Heise Online" for
+        "heise online"); empty when ``name`` is stored itself. An outlet under two names
+        splits its history in the drift table."""
+        with self._store().unit() as repo:
+            names = repo.outlet_names()
+        if name in names:
+            return []
+        same_case = [n for n in names if n.casefold() == name.casefold()]
+        return same_case or difflib.get_close_matches(name, sorted(names), n=3, cutoff=0.85)
+
     def remove_feed(self, url: str) -> bool:
         """Remove a feed added by `feeds add` or `feeds import`. One that feeds.toml lists
         is refused: the next cycle would add it again."""

@@ -457,8 +457,17 @@ def feeds_add(
     ctx: click.Context, url: str, outlet: str, lang: str, interval: int | None, on_topic: bool
 ) -> None:
     """Add a feed."""
-    added = _app(ctx).add_feed(url, outlet=outlet, lang=lang, interval=interval, on_topic=on_topic)
+    app = _app(ctx)
+    similar = app.similar_outlets(outlet)
+    added = app.add_feed(url, outlet=outlet, lang=lang, interval=interval, on_topic=on_topic)
     click.echo(f"added {url}" if added else f"already present: {url}")
+    if added and similar:
+        names = " or ".join(repr(n) for n in similar)
+        click.echo(
+            f"warning: new outlet {outlet!r}; did you mean {names}? An outlet under two names "
+            "has two histories in the drift table (`feeds remove` and add it again to fix).",
+            err=True,
+        )
 
 
 @feeds.command("remove")

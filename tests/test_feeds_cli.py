@@ -60,3 +60,25 @@ def test_feeds_add_list_remove(new_db: DbFactory, tmp_path: Path) -> None:
     assert feeds() == []
     missing = runner.invoke(main, [*base, "feeds", "remove", "https://example.com/feed"])
     assert missing.exit_code == 1 and "no such feed" in missing.output
+
+
+def test_a_new_outlet_name_close_to_a_stored_one_is_warned_of(
+    new_db: DbFactory, tmp_path: Path
+) -> None:
+    """ "Heise Online" beside "heise online" is one outlet under two names: two histories in
+    the drift table. `feeds add` says so (and still adds: it may be meant)."""
+    (tmp_path / "feeds.toml").write_text("# feeds are in the database\n", encoding="utf-8")
+    runner = CliRunner()
+    base = ["--db", new_db(), "--config", str(tmp_path), "feeds", "add"]
+    first = runner.invoke(main, [*base, "https://a.example/rss", "--outlet", "heise online",
+                                 "--lang", "de"])  # fmt: skip
+    assert first.exit_code == 0 and "warning" not in first.output
+    variant = runner.invoke(main, [*base, "https://a.example/atom", "--outlet", "Heise Online",
+                                   "--lang", "de"])  # fmt: skip
+    assert variant.exit_code == 0
+    assert "warning: new outlet 'Heise Online'; did you mean 'heise online'?" in variant.output
+    same = runner.invoke(main, [*base, "https://a.example/news", "--outlet", "heise online",
+                                "--lang", "de"])  # fmt: skip
+    assert same.exit_code == 0 and "warning" not in same.output
+    other = runner.invoke(main, [*base, "https://b.example/rss", "--outlet", "t3n", "--lang", "de"])
+    assert other.exit_code == 0 and "warning" not in other.output
