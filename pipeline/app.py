@@ -196,6 +196,17 @@ class App:
             log.info("%s: outlet %r renamed %r (its articles with it)", path, old, new)
         return applied
 
+    def apply_feeds_file(self) -> str | None:
+        """``sync_config_feeds`` before polling (a cycle, a worker's start): a file with an
+        error is logged and returned, and the feeds stored are polled as they are, none
+        removed. Monitoring goes on over a typo."""
+        try:
+            self.sync_config_feeds()
+        except ConfigError as e:
+            log.error("feeds.toml not applied; polling the feeds stored: %s", e)
+            return str(e)
+        return None
+
     @contextmanager
     def leased(self) -> Iterator[tuple[Store, Callable[[], None]]]:
         """Hold the database lease for one cycle; raises LeaseHeld if another process has it.
@@ -240,13 +251,9 @@ class App:
 
         report = RunReport()
         with self.leased() as (store, renew):
-            if self.sync_feeds:
-                try:
-                    self.sync_config_feeds()
-                except ConfigError as e:
-                    report.feeds_file_error = str(e)
-                    report.errors.append(f"feeds.toml not applied: {e}")
-                    log.error("feeds.toml not applied; polling the feeds stored: %s", e)
+            if self.sync_feeds and (error := self.apply_feeds_file()) is not None:
+                report.feeds_file_error = error
+                report.errors.append(f"feeds.toml not applied: {error}")
             return run_cycle(
                 store,
                 self._fetcher(),

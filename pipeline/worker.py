@@ -133,7 +133,7 @@ def run_worker(app: App, options: WorkerOptions | None = None) -> None:
     store.repo_class = task_repo_class(procrastinate_app)
     ensure_schema(procrastinate_app, store)
     if app.sync_feeds:
-        app.sync_config_feeds()
+        app.apply_feeds_file()  # an error in the file is logged; the stored feeds are polled
     fs = fetch_settings(settings)
     politeness = SharedPoliteness(
         store.engine,
