@@ -324,11 +324,20 @@ class App:
     # --- feeds ----------------------------------------------------------------------------
 
     def feeds(self) -> list[FeedState]:
-        """The stored feeds, with feeds.toml applied first (the set the next cycle polls).
-        On a database that takes no writes (read-only) they are listed as stored."""
+        """The feeds the next cycle polls: the stored ones with feeds.toml applied in a
+        transaction that is rolled back, so a listing never changes what is monitored (a
+        listing against a workers' database without their --config would otherwise add
+        the shipped starter list). Where that cannot run (a read-only database), the feeds
+        as stored. A feeds.toml with an error is a ConfigError, as it is for a cycle."""
         if self.sync_feeds:
+            path = feeds_path(self.config_dir)
+            listed = load_feeds(path, self._settings().fetch.default_interval_minutes)
             try:
-                self.sync_config_feeds()
+                with self._store().unit() as repo:
+                    repo.apply_feeds_file(listed.outlets, listed.feeds, self.clock())
+                    feeds = repo.feeds()
+                    repo.s.rollback()
+                return feeds
             except StorageError as e:
                 log.warning("feeds.toml not applied (%s); listing the feeds as stored", e)
         with self._store().unit() as repo:

@@ -419,8 +419,8 @@ def feeds() -> None:
 def feeds_list(ctx: click.Context, fmt: str | None) -> None:
     """List feeds with their health: status, last error, last success, next poll.
 
-    feeds.toml is applied first, so the list is what the next cycle polls;
-    in_feeds_file marks the feeds it manages.
+    The list is what the next cycle polls: feeds.toml as it will be applied (nothing is
+    written; `feeds sync` applies it now). in_feeds_file marks the feeds it manages.
     """
     rows = [r.__dict__ for r in _app(ctx).feeds()]
     emit(
@@ -439,6 +439,27 @@ def feeds_list(ctx: click.Context, fmt: str | None) -> None:
             "next_due_at",
         ],
     )
+
+
+@feeds.command("sync")
+@click.pass_context
+@clean_errors
+def feeds_sync(ctx: click.Context) -> None:
+    """Apply feeds.toml to the database now, as every cycle does first (for workers,
+    which apply it when they start): add its missing feeds, take its changed settings,
+    remove the feeds it no longer lists (their articles stay). Prints what changed."""
+    applied = _app(ctx).sync_config_feeds()
+    for verb, urls in (
+        ("added", applied.added),
+        ("updated", applied.updated),
+        ("removed", applied.removed),
+    ):
+        for url in urls:
+            click.echo(f"{verb} {url}")
+    for old, new in applied.renamed:
+        click.echo(f"renamed outlet {old!r} to {new!r}")
+    if not (applied.added or applied.updated or applied.removed or applied.renamed):
+        click.echo("nothing to change")
 
 
 @feeds.command("add")

@@ -193,7 +193,7 @@ def test_removing_a_listed_feed_is_refused(new_db: DbFactory, cfg: Path) -> None
     runner = CliRunner()
     base = ["--db", db, "--config", str(cfg)]
     listed = runner.invoke(main, [*base, "feeds", "list", "--format", "json"])
-    assert listed.exit_code == 0, listed.output  # the file is applied by the listing
+    assert listed.exit_code == 0, listed.output  # what the next cycle polls
     assert [(f["url"], f["in_feeds_file"]) for f in json.loads(listed.output)] == [
         ("https://a.example/10", True),
         ("https://a.example/1", True),
@@ -203,7 +203,7 @@ def test_removing_a_listed_feed_is_refused(new_db: DbFactory, cfg: Path) -> None
     assert refused.exit_code == 1
     assert f"{path}:9: feed https://a.example/1 is listed here" in refused.output
     assert "the next cycle would add it again; delete it here" in refused.output
-    # once the file no longer lists it, the next listing (or cycle) removes it
+    # once the file no longer lists it, the listing shows it gone (the next cycle removes it)
     write_feeds(cfg, ("Alpha", "en", ["https://a.example/2"], ""))
     listed = runner.invoke(main, [*base, "feeds", "list", "--format", "json"])
     assert [f["url"] for f in json.loads(listed.output)] == ["https://a.example/2"]
@@ -211,7 +211,8 @@ def test_removing_a_listed_feed_is_refused(new_db: DbFactory, cfg: Path) -> None
 
 def test_the_shipped_list_says_how_to_drop_a_feed(new_db: DbFactory) -> None:
     app = App(db_url=new_db(), channels=[], clock=lambda: NOW)  # the shipped config
-    url = app.feeds()[0].url  # the listing applies the shipped feeds.toml
+    app.sync_config_feeds()
+    url = app.feeds()[0].url
     with pytest.raises(ConfigError, match="shipped starter list: copy it into your own"):
         app.remove_feed(url)
     assert url in by_url(app)
@@ -228,7 +229,8 @@ def test_a_broken_file_leaves_the_stored_feeds_polled(tmp_path: Path, new_db: Db
     with serve_outlets(corpus) as site:
         cfg = write_config(tmp_path / "cfg", site, alerts_log=tmp_path / "alerts.log")
         app = App(db_url=db, config_dir=cfg, channels=[])
-        stored = {f.url for f in app.feeds()}  # the listing applies the file
+        app.sync_config_feeds()
+        stored = {f.url for f in app.feeds()}
         assert len(stored) == sum(len(o.feed_paths) for o in corpus.outlets)
         feeds_toml = cfg / "feeds.toml"
         lines = feeds_toml.read_text(encoding="utf-8").splitlines()
@@ -246,3 +248,25 @@ def test_a_broken_file_leaves_the_stored_feeds_polled(tmp_path: Path, new_db: Db
     )
     report = App(db_url=db, config_dir=cfg, channels=[], sync_feeds=False).status()
     assert "feeds.toml not applied" in json.dumps(report["last_cycle"])
+
+
+def test_a_listing_writes_nothing_and_sync_applies_the_file(new_db: DbFactory, cfg: Path) -> None:
+    """`feeds list` shows the feeds as the next cycle will have them but changes nothing: a
+    listing against the workers' database without their --config must not add the
+    shipped starter list. `feeds sync` applies the file now."""
+    write_feeds(cfg, ("Alpha", "en", ["https://a.example/1"], ""))
+    db = new_db()
+    runner = CliRunner()
+    base = ["--db", db, "--config", str(cfg), "feeds"]
+    listed = runner.invoke(main, [*base, "list", "--format", "json"])
+    assert [f["url"] for f in json.loads(listed.output)] == ["https://a.example/1"]
+    assert by_url(App(db_url=db, channels=[], sync_feeds=False)) == {}  # nothing written
+    shipped = runner.invoke(main, ["--db", db, "feeds", "list", "--format", "json"])
+    assert len(json.loads(shipped.output)) > 10  # the starter list, shown, not stored
+    assert by_url(App(db_url=db, channels=[], sync_feeds=False)) == {}
+
+    synced = runner.invoke(main, [*base, "sync"])
+    assert synced.exit_code == 0 and synced.output == "added https://a.example/1\n"
+    assert list(by_url(App(db_url=db, channels=[], sync_feeds=False))) == ["https://a.example/1"]
+    again = runner.invoke(main, [*base, "sync"])
+    assert again.output == "nothing to change\n"
