@@ -25,8 +25,9 @@ from pipeline.errors import ConfigError, StorageError
 from pipeline.models import Clock, FeedConfig, FeedState, IngestItem, is_http_url, utcnow
 from pipeline.notify import AppriseChannel, Channel, FileChannel, NotifyError, StreamChannel
 from pipeline.opml import parse_opml, to_opml
-from pipeline.paths import shipped_config_dir
+from pipeline.paths import own_folder, shipped_config_dir
 from pipeline.settings import (
+    FeedsFile,
     Settings,
     feeds_path,
     load_feeds,
@@ -178,11 +179,15 @@ class App:
 
     # --- cycles ---------------------------------------------------------------------------
 
+    def _feeds_file(self) -> tuple[Path, FeedsFile]:
+        """The config's feeds.toml (the user's, else the shipped one) and what it lists."""
+        path = feeds_path(self.config_dir)
+        return path, load_feeds(path, self._settings().fetch.default_interval_minutes)
+
     def sync_config_feeds(self) -> FeedsApplied:
         """Apply the config's feeds.toml to the database (``Repo.apply_feeds_file``): the
         feeds it manages become what it lists; feeds added otherwise stay."""
-        path = feeds_path(self.config_dir)
-        listed = load_feeds(path, self._settings().fetch.default_interval_minutes)
+        path, listed = self._feeds_file()
         with self._store().unit() as repo:
             applied = repo.apply_feeds_file(listed.outlets, listed.feeds, self.clock())
         for verb, urls in (
@@ -330,8 +335,7 @@ class App:
         the shipped starter list). Where that cannot run (a read-only database), the feeds
         as stored. A feeds.toml with an error is a ConfigError, as it is for a cycle."""
         if self.sync_feeds:
-            path = feeds_path(self.config_dir)
-            listed = load_feeds(path, self._settings().fetch.default_interval_minutes)
+            _path, listed = self._feeds_file()
             try:
                 with self._store().unit() as repo:
                     repo.apply_feeds_file(listed.outlets, listed.feeds, self.clock())
@@ -379,8 +383,7 @@ class App:
             return repo.remove_feed(url)
 
     def _refuse_if_listed(self, url: str) -> None:
-        path = feeds_path(self.config_dir)
-        listed = load_feeds(path, self._settings().fetch.default_interval_minutes)
+        path, listed = self._feeds_file()
         if all(f.url != url for f in listed.feeds):
             return
         text = path.read_text(encoding="utf-8")
@@ -620,8 +623,8 @@ def check_config(config_dir: Path | None) -> tuple[list[str], list[str]]:
         errors.append(str(e))
     user = settings.config_dir
     for what, load in (
-        ("figure lexicons", lambda: ", ".join(sorted(load_lexicons(_own(user, "lexicons"))))),
-        ("topic filter", lambda: load_topic(_own(user, "topic")).name),
+        ("figure lexicons", lambda: ", ".join(sorted(load_lexicons(own_folder(user, "lexicons"))))),
+        ("topic filter", lambda: load_topic(own_folder(user, "topic")).name),
     ):
         try:
             read.append(f"{what}: {load()}")
@@ -638,11 +641,6 @@ def check_config(config_dir: Path | None) -> tuple[list[str], list[str]]:
         else:
             read.append(f"alerts channel {channel.name!r}: {url.split(':', 1)[0]}")
     return read, errors
-
-
-def _own(config_dir: Path, folder: str) -> Path | None:
-    """``config_dir`` when it has its own ``folder`` (lexicons, topic), else None: shipped."""
-    return config_dir if (config_dir / folder).is_dir() else None
 
 
 def _unknown(what: str, name: str, known: Sequence[str] | set[str]) -> str:

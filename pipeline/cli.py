@@ -30,7 +30,7 @@ import click
 
 from pipeline.errors import LeaseHeld, NewsdriftError
 from pipeline.models import METRICS, display_scale, utcnow
-from pipeline.paths import default_db_url
+from pipeline.paths import default_db_url, own_folder
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("newsdrift")
@@ -988,9 +988,8 @@ def figures(ctx: click.Context, lang: str, published: str | None, source: str) -
         raise click.ClickException(f"{source}: not UTF-8 text ({e})") from e
     when = _parse_time(published) if published else None
     obj: Context = ctx.obj
-    user = obj.config_dir
-    lexicon_dir = user if user is not None and (user / "lexicons").is_dir() else None
-    for fig in extract_figures(text, lang, when, load_lexicons(lexicon_dir)):
+    lexicons = load_lexicons(own_folder(obj.config_dir, "lexicons"))
+    for fig in extract_figures(text, lang, when, lexicons):
         click.echo(json.dumps(fig.to_json(), ensure_ascii=False))
 
 

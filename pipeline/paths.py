@@ -23,3 +23,9 @@ def shipped_config_dir() -> Path:
 def default_db_url() -> str:
     data = Path(platformdirs.user_data_dir("newsdrift", appauthor=False))
     return f"sqlite:///{data / 'newsdrift.db'}"
+
+
+def own_folder(config_dir: Path | None, folder: str) -> Path | None:
+    """``config_dir`` when it has its own ``folder`` (``lexicons``, ``topic``), which then
+    replaces the shipped one; None (the shipped one) otherwise."""
+    return config_dir if config_dir is not None and (config_dir / folder).is_dir() else None

@@ -60,6 +60,7 @@ from pipeline.models import (
     utcnow,
 )
 from pipeline.notify import Channel, NotifyError
+from pipeline.paths import own_folder
 from pipeline.polling import next_poll
 from pipeline.settings import Settings
 from pipeline.topic import Topic, TopicDecision, decide_entry, decide_text, load_topic
@@ -187,8 +188,7 @@ class Analysis:
         a = settings.alerts
         # A user config dir overrides a shipped data folder only where it has one.
         user: Path = settings.config_dir
-        lexicon_dir = user if (user / "lexicons").is_dir() else None
-        topic_dir = user if (user / "topic").is_dir() else None
+        lexicon_dir, topic_dir = own_folder(user, "lexicons"), own_folder(user, "topic")
         return cls(
             lexicons=dict(load_lexicons(lexicon_dir)),
             topic=load_topic(topic_dir) if use_topic else None,
