@@ -25,48 +25,49 @@ GAUGES = {
 
 
 def prometheus_text(status: dict[str, Any]) -> str:
-    lines = []
-    for key, help_text in GAUGES.items():
-        value = status.get(key)
-        if value is None:
-            continue
-        name = f"newsdrift_{key}"
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {_number(value)}"]
+    gauges: list[tuple[str, str, Any]] = [
+        (key, help_text, status[key])
+        for key, help_text in GAUGES.items()
+        if status.get(key) is not None
+    ]
     leases = status.get("leases")
     if isinstance(leases, dict):
-        for lease, help_text in (
-            ("daemon", "1 while a daemon holds this database's daemon lease"),
-            ("cycle", "1 while a cycle runs (its lease is held)"),
-        ):
-            name = f"newsdrift_{lease}_running"
-            lines += [
-                f"# HELP {name} {help_text}",
-                f"# TYPE {name} gauge",
-                f"{name} {int(lease in leases)}",
-            ]
+        held = {name: int(name in leases) for name in ("daemon", "cycle")}
+        gauges += [
+            (
+                "daemon_running",
+                "1 while a daemon holds this database's daemon lease",
+                held["daemon"],
+            ),
+            ("cycle_running", "1 while a cycle runs (its lease is held)", held["cycle"]),
+        ]
     cycle = status.get("last_cycle")
     if isinstance(cycle, dict) and cycle:
-        for name, help_text, value in (
+        gauges += [
             (
-                "newsdrift_last_cycle_errors",
+                "last_cycle_errors",
                 "Errors the last cycle reported (feeds, articles, analysis, feeds.toml)",
                 len(cycle.get("errors") or ()),
             ),
             (
-                "newsdrift_last_cycle_feeds_file_error",
+                "last_cycle_feeds_file_error",
                 "1 when the last cycle could not apply feeds.toml (it polled the feeds stored)",
                 int(bool(cycle.get("feeds_file_error"))),
             ),
-        ):
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
+        ]
     finished = status.get("last_cycle_finished")
     if isinstance(finished, datetime):
-        name = "newsdrift_last_cycle_finished_timestamp_seconds"
-        lines += [
-            f"# HELP {name} When the last cycle finished (Unix time)",
-            f"# TYPE {name} gauge",
-            f"{name} {finished.timestamp():.0f}",
-        ]
+        gauges.append(
+            (
+                "last_cycle_finished_timestamp_seconds",
+                "When the last cycle finished (Unix time)",
+                round(finished.timestamp()),
+            )
+        )
+    lines = []
+    for key, help_text, value in gauges:
+        name = f"newsdrift_{key}"
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {_number(value)}"]
     return "\n".join(lines) + "\n"
 
 
