@@ -1048,26 +1048,36 @@ def _extracted_ahead(
 ) -> Iterator[tuple[IngestItem, Extracted | str | None]]:
     """Each item with its extraction (``_extract_item``), in the items' order; with
     ``workers``, up to ``INGEST_AHEAD`` pages ahead are extracted meanwhile by their
-    threads, in their pool once the pages add up to one (as a cycle's pages are)."""
+    threads, in their pool once the pages add up to one (as a cycle's pages are). An
+    item that gave its text goes by without a thread."""
     if workers is None:
         for item in items:
             yield item, _extract_item(item, None)
         return
-    ahead: deque[tuple[IngestItem, Future[Extracted | str | None]]] = deque()
-    for item in items:
-        ahead.append((item, workers.articles.submit(_extract_item, item, workers)))
-        if len(ahead) >= INGEST_AHEAD:
-            first, future = ahead.popleft()
-            yield first, future.result()
-    while ahead:
+    ahead: deque[tuple[IngestItem, Future[Extracted | str | None] | None]] = deque()
+
+    def oldest() -> tuple[IngestItem, Extracted | str | None]:
         first, future = ahead.popleft()
-        yield first, future.result()
+        return first, (future.result() if future is not None else None)
+
+    for item in items:
+        future = workers.articles.submit(_extract_item, item, workers) if _html_only(item) else None
+        ahead.append((item, future))
+        if len(ahead) >= INGEST_AHEAD:
+            yield oldest()
+    while ahead:
+        yield oldest()
+
+
+def _html_only(item: IngestItem) -> bool:
+    """The item gave its page, not its text: it is extracted."""
+    return item.html is not None and item.text is None
 
 
 def _extract_item(item: IngestItem, workers: Workers | None) -> Extracted | str | None:
     """The extraction of an item given as HTML only, or why it failed; None for an item
     that gave its text."""
-    if item.html is None or item.text is not None:
+    if not _html_only(item) or item.html is None:  # (the second test narrows the type)
         return None
     if workers is None or workers.cpu(1) is None:
         try:
