@@ -171,6 +171,20 @@ def read_only_copy(env: Env, name: str) -> Iterator[str]:
     yield url
 
 
+def read_only_url(env: Env, name: str) -> tuple[str, str]:
+    """A copy of the reference database and a URL that opens it read-only: SQLite's
+    ``mode=ro`` URI (the copy in a new ``env.tmp / name``, made either way), PostgreSQL's
+    ``default_transaction_read_only``. Returns (the plain URL, the read-only one)."""
+    work = env.tmp / name
+    work.mkdir()
+    if env.backend == "sqlite":
+        db = work / "nd.db"
+        shutil.copy(sqlite_file(env.reference_url), db)
+        return f"sqlite:///{db}", f"sqlite:///file:{db}?mode=ro&uri=true"
+    plain = env.new_db.copy(env.reference_url, name)
+    return plain, f"{plain}?options=-c%20default_transaction_read_only%3Don"
+
+
 @contextmanager
 def full_disk(env: Env, name: str) -> Iterator[tuple[str, Path]]:
     """A freshly migrated, empty database on a disk with DISK_HEADROOM_BYTES to spare:
@@ -235,15 +249,8 @@ def test_feeds_list_on_a_read_only_database_lists_what_is_stored(env: Env) -> No
         fh.write(
             '\n[[outlet]]\nname = "extra"\nlang = "en"\nfeeds = ["https://extra.example/rss"]\n'
         )
-    work = env.tmp / "ro-list"
-    work.mkdir()
-    if env.backend == "sqlite":  # a read-only directory cannot even be read in WAL mode
-        db = work / "nd.db"
-        shutil.copy(sqlite_file(env.reference_url), db)
-        plain, url = f"sqlite:///{db}", f"sqlite:///file:{db}?mode=ro&uri=true"
-    else:
-        plain = env.new_db.copy(env.reference_url, "ro-list")
-        url = f"{plain}?options=-c%20default_transaction_read_only%3Don"
+    # by the URL: a read-only directory cannot even be read by SQLite in WAL mode
+    plain, url = read_only_url(env, "ro-list")
     result = newsdrift(url, cfg, "feeds", "list", "--format", "json")
     assert result.returncode == 0, describe(result)
     assert "feeds.toml not applied" in result.stderr
@@ -255,15 +262,8 @@ def test_feeds_list_on_a_read_only_database_lists_what_is_stored(env: Env) -> No
 def test_read_only_url_fails_clearly_and_leaves_no_stray_files(env: Env) -> None:
     """Read-only asked for in the URL: SQLite's ``mode=ro`` URI (no ``-wal``/``-shm``
     files left next to the database), PostgreSQL's ``default_transaction_read_only``."""
+    plain, url = read_only_url(env, "uri")
     work = env.tmp / "uri"
-    work.mkdir()
-    if env.backend == "sqlite":
-        db = work / "nd.db"
-        shutil.copy(sqlite_file(env.reference_url), db)
-        plain, url = f"sqlite:///{db}", f"sqlite:///file:{db}?mode=ro&uri=true"
-    else:
-        plain = env.new_db.copy(env.reference_url, "uri")
-        url = f"{plain}?options=-c%20default_transaction_read_only%3Don"
     result = subprocess.run(
         [*cli_args(url, env.config), "run"],
         capture_output=True,
