@@ -98,7 +98,9 @@ def _fresh_db(env: Env, name: str) -> str:
 def _wait_until(condition: Callable[[], bool], what: str, proc: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while not condition():
-        if proc.poll() is not None:
+        # The process may end between the two tests, and its end may be the condition
+        # itself (the run refused the lease): the condition is asked once more first.
+        if proc.poll() is not None and not condition():
             out, err = proc.communicate()
             pytest.fail(f"process ended before {what}: exit {proc.returncode}\n{out}\n{err}")
         if time.monotonic() > deadline:
