@@ -487,8 +487,20 @@ class App:
                 _require_story(repo, story_id)
             if outlet is not None and outlet not in (names := repo.outlet_names()):
                 raise ConfigError(_unknown("outlet", outlet, names))
+            within = None
+            if diverging and not revisions and as_of is None and story_id is None:
+                # Only the stories that may diverge (``drift.summarise``); a past state
+                # (``as_of``) is not summarised.
+                within = repo.maybe_diverging(
+                    rules.tolerance_by_kind, rules.relative_tolerance, metric=metric, since=since
+                )
             obs = repo.observations(
-                story_id=story_id, metric=metric, as_of=as_of, history=revisions, since=since
+                story_id=story_id,
+                metric=metric,
+                as_of=as_of,
+                history=revisions,
+                since=since,
+                within=within,
             )
         found = drift_mod.revisions(obs, rules) if revisions else drift_mod.findings(obs, rules)
         rows = []

@@ -23,6 +23,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from pipeline.models import Finding, Observation
@@ -64,8 +65,13 @@ def _magnitude(o: Observation) -> float:
 
 
 def diverge(a: Observation, b: Observation, relative_tolerance: float) -> bool:
+    """The gap between two intervals exceeds the tolerance relative to their larger
+    magnitude (any gap, when both magnitudes are 0)."""
+    apart = gap(a, b)
+    if apart == 0:
+        return False
     scale = max(_magnitude(a), _magnitude(b))
-    return gap(a, b) > relative_tolerance * scale
+    return (apart / scale if scale > 0 else math.inf) > relative_tolerance
 
 
 @dataclass(frozen=True)
@@ -170,12 +176,17 @@ def _first_outlet(group: Sequence[Observation]) -> str | None:
     return min(group, key=lambda o: (o.observed_at, o.outlet)).outlet
 
 
-def _status(group: Sequence[Observation], tolerance: float) -> tuple[str, float]:
-    """``diverging`` when two outlets' observations ``diverge``, and the largest ``gap``
-    between two outlets'. Every pair is compared, so ``diverge`` and ``gap`` are inlined
-    here with each observation's magnitude taken once (a broad query over a million
-    observations compares a million pairs)."""
-    status, spread = "consistent", 0.0
+def _extent(group: Sequence[Observation]) -> tuple[float, float]:
+    """The largest ``gap`` between two outlets' observations, and the largest such gap
+    relative to the pair's larger magnitude (``inf`` when both magnitudes are 0).
+
+    Two outlets' observations ``diverge`` exactly when their relative gap exceeds the
+    tolerance, so a group diverges when its largest one does (``_status``), and no part
+    of a group whose largest one is within the tolerance can diverge (``summarise``).
+    Every pair is compared, so ``gap`` is inlined here with each observation's
+    magnitude taken once (a broad query over a million observations compares a
+    million pairs)."""
+    spread = ratio = 0.0
     items = [(o.outlet, o.low, o.high, _magnitude(o)) for o in group]
     for i, (outlet_a, low_a, high_a, mag_a) in enumerate(items):
         for outlet_b, low_b, high_b, mag_b in items[i + 1 :]:
@@ -186,11 +197,18 @@ def _status(group: Sequence[Observation], tolerance: float) -> tuple[str, float]
             elif high_b < low_a:
                 apart = low_a - high_b
             else:
-                continue  # overlapping: no gap, no divergence (the tolerance is never < 0)
+                continue  # overlapping: no gap
             spread = max(spread, apart)
-            if apart > tolerance * max(mag_a, mag_b):
-                status = "diverging"
-    return status, spread
+            scale = max(mag_a, mag_b)
+            ratio = max(ratio, apart / scale if scale > 0 else math.inf)
+    return spread, ratio
+
+
+def _status(group: Sequence[Observation], tolerance: float) -> tuple[str, float]:
+    """``diverging`` when two outlets' observations ``diverge``, and the largest ``gap``
+    between two outlets'."""
+    spread, ratio = _extent(group)
+    return ("diverging" if ratio > tolerance else "consistent"), spread
 
 
 def _current(observations: Iterable[Observation]) -> list[Observation]:
@@ -216,16 +234,70 @@ def distinct_claims(observations: Iterable[Observation]) -> list[Observation]:
     return out
 
 
+Bucket = tuple[int, str, str, str]  # story, metric, period ("" for none), unit kind
+
+
+def _buckets(
+    observations: Iterable[Observation], metrics: Sequence[str] | None = None
+) -> list[tuple[Bucket, list[Observation]]]:
+    """Each article's newest version's observations by story, metric, period and unit
+    kind (of ``metrics`` only, when given), in that order."""
+    buckets: dict[Bucket, list[Observation]] = {}
+    for o in _current(observations):
+        if metrics is not None and o.metric not in metrics:
+            continue
+        buckets.setdefault((o.story_id, o.metric, o.period or "", unit_kind(o.unit)), []).append(o)
+    return sorted(buckets.items())
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a drift query needs to know of a bucket before reading it (``summarise``)."""
+
+    story_id: int
+    metric: str
+    period: str  # "" for none
+    kind: str
+    max_ratio: float | None  # None: money in several currencies (the rate table decides)
+    last_observed_at: datetime
+    observations: int
+
+
+def summarise(observations: Iterable[Observation]) -> list[Summary]:
+    """Per bucket of ``findings``: the largest relative gap between two outlets inside
+    one subject group (``_extent``), and when its newest observation was made.
+
+    It holds no tolerance or metric list, so it stays true when the ``[drift]`` table
+    changes: a bucket whose ``max_ratio`` is within a kind's tolerance has no diverging
+    group, nor has any part of it (a time window, one outlet's articles), since a
+    part's pairs are pairs of the whole. Kept per story by the cycle (``drift_summary``)
+    so that ``drift --diverging`` reads only the buckets that may diverge.
+    """
+    out = []
+    for (story_id, metric, period, kind), obs in _buckets(observations):
+        groups = _subject_groups(obs)
+        ratio = None  # money in several currencies is compared through rates: no bound
+        if all(len({o.unit for o in group}) == 1 for group in groups):
+            ratio = max(_extent(group)[1] for group in groups)
+        out.append(
+            Summary(
+                story_id=story_id,
+                metric=metric,
+                period=period,
+                kind=kind,
+                max_ratio=ratio,
+                last_observed_at=max(o.observed_at for o in obs),
+                observations=len(obs),
+            )
+        )
+    return out
+
+
 def findings(observations: Iterable[Observation], rules: DriftRules) -> list[Finding]:
     """Disagreement findings over each article's newest version, one per group; a
     finding lists each distinct claim once (``distinct_claims``)."""
-    buckets: dict[tuple[int, str, str, str], list[Observation]] = {}
-    for o in _current(observations):
-        if rules.metrics is not None and o.metric not in rules.metrics:
-            continue
-        buckets.setdefault((o.story_id, o.metric, o.period or "", unit_kind(o.unit)), []).append(o)
     out: list[Finding] = []
-    for (story_id, metric, period, kind), obs in sorted(buckets.items()):
+    for (story_id, metric, period, kind), obs in _buckets(observations, rules.metrics):
         for group in _subject_groups(obs):
             common = dict(
                 story_id=story_id,

@@ -34,7 +34,7 @@ from pipeline.alerts import (
     plan_feed_alerts,
     plan_yield_alerts,
 )
-from pipeline.drift import DriftRules, drift_rules, findings, revisions
+from pipeline.drift import DriftRules, drift_rules, findings, revisions, summarise
 from pipeline.errors import (
     ConfigError,
     ExtractionError,
@@ -55,6 +55,7 @@ from pipeline.models import (
     FeedEntry,
     FeedState,
     IngestItem,
+    Observation,
     RefetchDue,
     StoredArticle,
     utcnow,
@@ -111,6 +112,11 @@ COMMIT_EVERY = 50
 # migration check) waits for it only up to its busy timeout.
 COMMIT_AFTER_S = 0.25
 # Extraction yield compares an outlet's last two days with the twelve before.
+# Stories whose drift summary is out of date, summarised at the end of a cycle (at most,
+# and at a time): ~0.3 ms a story of bench_query.py's database, so a database stored
+# before migration 0009 is caught up within a few cycles, each a few seconds longer.
+DRIFT_CATCH_UP = 5000
+DRIFT_CHUNK = 500
 YIELD_RECENT = timedelta(days=2)
 YIELD_BEFORE = timedelta(days=12)
 
@@ -1334,7 +1340,9 @@ def update_story_alerts(
     """One story's findings and the alerts they call for, queued in ``repo``'s
     transaction; returns how many alerts were new."""
     live = repo.live_story(story_id)
+    epoch = repo.drift_epoch(live)  # before the observations: a later change keeps it stale
     history = repo.observations(story_id=live, history=True)
+    repo.save_drift_summary(live, epoch, summarise(history))
     found = findings(history, analysis.drift) + revisions(history, analysis.drift)
     titles = {s.id: s.title for s in repo.stories(live)}
     states = repo.alert_states([live])
@@ -1346,6 +1354,30 @@ def update_story_alerts(
             new += 1
             log.info("stage=alert story=%d key=%s status=queued", live, alert.key)
     return new
+
+
+def summarise_stale(store: Store, limit: int = DRIFT_CATCH_UP) -> int:
+    """Summarise up to ``limit`` stories whose drift summary is out of date, newest
+    first, ``DRIFT_CHUNK`` stories a statement and a transaction; returns how many.
+
+    The cycle keeps the summaries of the stories it touches (``update_story_alerts``);
+    this catches up the rest: every story stored before migration 0009, and one whose
+    run was killed between analysing it and queueing its alerts. Until then a drift
+    query reads such a story whole, so a stale summary costs time, never an answer."""
+    with store.unit() as repo:
+        stale = repo.stale_drift_stories(limit)
+    done = 0
+    for i in range(0, len(stale), DRIFT_CHUNK):
+        chunk = dict(stale[i : i + DRIFT_CHUNK])
+        with store.unit() as repo:
+            by_story: dict[int, list[Observation]] = {sid: [] for sid in chunk}
+            for o in repo.observations(within=sorted(chunk), history=True):
+                by_story[o.story_id].append(o)
+            made = [(sid, epoch, summarise(by_story[sid])) for sid, epoch in chunk.items()]
+            done += repo.save_drift_summaries(made)
+    if done:
+        log.info("stage=drift_summary stories=%d", done)
+    return done
 
 
 def update_feed_alerts(
@@ -1559,6 +1591,8 @@ def finish_analysis(
     with store.unit() as repo:
         touched |= repo.stories_analysed_since_last_run()
     update_alerts(store, touched, analysis, channels, clock, report)
+    if stop is None or not stop.is_set():
+        summarise_stale(store)
     update_feed_alerts(store, analysis, channels, clock, report)
     deliver(store, channels, clock, report, analysis.delivery, stop)
 

@@ -44,6 +44,7 @@ from pipeline.run import (
     analyse_version,
     deliver,
     refetch_articles,
+    summarise_stale,
     update_feed_alerts,
     update_story_alerts,
 )
@@ -155,6 +156,7 @@ def build_app(db_url: str, *, stalled_after_s: float = STALLED_AFTER_S) -> procr
                 defer_analysis(repo, analyse_article, article_id)
             for story_id in sorted(repo.stories_with_unalerted_episodes()):
                 defer_story(repo, story_id)
+        summarise_stale(ctx.store)  # update_story keeps the rest
         report = RunReport()
         update_feed_alerts(ctx.store, ctx.analysis, ctx.channels, ctx.clock, report)
         with ctx.store.unit() as repo:

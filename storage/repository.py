@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.selectable import ScalarSelect
 
 from pipeline.alerts import OutletYield
+from pipeline.drift import Summary
 from pipeline.errors import LeaseHeld, StorageError
 from pipeline.models import (
     FEED_SUMMARY,
@@ -63,6 +64,7 @@ from storage.tables import (
     ArticleVersionRow,
     ChannelStateRow,
     DeliveryRow,
+    DriftSummaryRow,
     FeedRow,
     FigureRow,
     LeaseRow,
@@ -77,6 +79,7 @@ from storage.tables import (
 INF = float("inf")
 # Tables written row by row in bulk, through Core (the ORM's bulk path costs more).
 _FIGURES: Table = FigureRow.__table__  # type: ignore[assignment]
+_SUMMARY: Table = DriftSummaryRow.__table__  # type: ignore[assignment]
 _STORY_KEYS: Table = StoryKeyRow.__table__  # type: ignore[assignment]
 # The open upper end of a time window.
 MAX_TIME = datetime(9999, 12, 31, tzinfo=UTC)
@@ -185,8 +188,17 @@ _WIDEN_STORY = (
     .values(
         first_seen=case((_S.first_seen > _FIRST, _FIRST), else_=_S.first_seen),
         last_seen=case((_S.last_seen < _LAST, _LAST), else_=_S.last_seen),
+        # its articles changed: its drift summary is out of date (``Repo.save_drift_summary``)
+        drift_epoch=_S.drift_epoch + 1,
     )
 )
+_SUMMARY_MADE = (
+    update(_STORIES)
+    .where(_S.id == bindparam("story_id"), _S.drift_epoch == bindparam("epoch"))
+    .values(drift_summary_epoch=bindparam("epoch"))
+)
+_SUMMARY_DELETE = delete(_SUMMARY).where(_SUMMARY.c.story_id.in_(bindparam("ids", expanding=True)))
+_STALE_SUMMARY = or_(_S.drift_summary_epoch.is_(None), _S.drift_summary_epoch != _S.drift_epoch)
 
 
 _MIN_BRANCHES = 16  # Repo.candidates pads its keys to 16, 32, 64 ... (None matches no key)
@@ -1130,7 +1142,9 @@ class Repo:
         self._widen_story(story_id, published, published)
 
     def _widen_story(self, story_id: int, first: datetime, last: datetime) -> None:
-        """Stretch a story's first/last seen to cover [``first``, ``last``]."""
+        """Stretch a story's first/last seen to cover [``first``, ``last``], and mark its
+        drift summary out of date: every change to a story's articles comes here
+        (``attach``, ``merge_stories``), in the transaction that makes it."""
         self.s.execute(_WIDEN_STORY, {"story_id": story_id, "first": first, "last": last})
 
     def merge_stories(
@@ -1150,7 +1164,7 @@ class Repo:
         self.s.execute(
             update(StoryRow)
             .where(StoryRow.id == from_story)
-            .values(merged_into=into_story)
+            .values(merged_into=into_story, drift_epoch=StoryRow.drift_epoch + 1)
             .execution_options(synchronize_session=False)
         )
         self._widen_story(into_story, first, last)
@@ -1223,10 +1237,12 @@ class Repo:
         history: bool = False,
         outlet: str | None = None,
         since: datetime | None = None,
+        within: Select[tuple[int]] | Sequence[int] | None = None,
     ) -> list[Observation]:
         """Figures with a metric, of each article's newest version as of ``as_of``.
 
-        ``history`` returns every version's figures instead (for revisions).
+        ``history`` returns every version's figures instead (for revisions); ``within``
+        keeps the stories it lists (ids, or a statement selecting them).
         """
         # Only the columns an Observation needs: loading whole ORM rows (the version's
         # text and gzip HTML, the article's JSON fingerprint) cost ~80 % of the time.
@@ -1273,6 +1289,8 @@ class Repo:
             q = q.where(~newer.exists())
         if story_id is not None:
             q = q.where(a.story_id == story_id)
+        if within is not None:
+            q = q.where(a.story_id.in_(within))
         if metric is not None:
             q = q.where(f.metric == metric)
         if outlet is not None:
@@ -1282,7 +1300,7 @@ class Repo:
         if since is not None:
             q = q.where(v.observed_at >= since)
         out = []
-        for row in self.s.execute(q):
+        for row in self.s.connection().execute(q):  # Core rows: no ORM loading
             story, figure_metric = row[0], row[2]
             assert story is not None and figure_metric is not None
             out.append(
@@ -1310,6 +1328,81 @@ class Repo:
                 )
             )
         return out
+
+    # --- drift summary (migration 0009) -----------------------------------------------------
+
+    def drift_epoch(self, story_id: int) -> int:
+        """How often the story's articles have changed; read before its observations, a
+        summary made from them is saved for this epoch (``save_drift_summary``)."""
+        return int(self.s.scalar(select(_S.drift_epoch).where(_S.id == story_id)) or 0)
+
+    def save_drift_summary(self, story_id: int, epoch: int, summaries: Iterable[Summary]) -> bool:
+        """The story's drift summary, made from its observations at ``epoch``; False,
+        and nothing written, when its articles have changed since (it stays out of date)."""
+        return bool(self.save_drift_summaries([(story_id, epoch, list(summaries))]))
+
+    def save_drift_summaries(self, made: Iterable[tuple[int, int, Sequence[Summary]]]) -> int:
+        """``save_drift_summary`` for many stories: (story, epoch, its summaries); returns
+        how many were saved.
+
+        Each story's row is written first: on PostgreSQL its lock orders two writers of
+        one story's summary, as it orders them with ``attach``."""
+        saved: list[int] = []
+        rows: list[dict[str, Any]] = []
+        for story_id, epoch, summaries in made:
+            fresh = self.s.execute(_SUMMARY_MADE, {"story_id": story_id, "epoch": epoch})
+            if not fresh.rowcount:  # type: ignore[attr-defined]
+                continue
+            saved.append(story_id)
+            rows += [
+                {
+                    "story_id": story_id,
+                    "metric": x.metric,
+                    "period": x.period,
+                    "kind": x.kind,
+                    "max_ratio": x.max_ratio,
+                    "last_observed_at": x.last_observed_at,
+                    "observations": x.observations,
+                }
+                for x in summaries
+                if x.story_id == story_id
+            ]
+        if saved:
+            self.s.execute(_SUMMARY_DELETE, {"ids": saved})
+        if rows:
+            self.s.execute(_SUMMARY.insert(), rows)
+        return len(saved)
+
+    def stale_drift_stories(self, limit: int) -> list[tuple[int, int]]:
+        """Up to ``limit`` stories whose drift summary is out of date, newest first, with
+        their epochs (a story merged away too: its summary goes)."""
+        q = select(_S.id, _S.drift_epoch).where(_STALE_SUMMARY).order_by(_S.id.desc()).limit(limit)
+        return [(sid, epoch) for sid, epoch in self.s.execute(q)]
+
+    def count_stale_drift_stories(self) -> int:
+        return int(self.s.scalar(select(func.count()).where(_STALE_SUMMARY)) or 0)
+
+    def maybe_diverging(
+        self,
+        tolerances: Mapping[str, float],
+        default: float,
+        *,
+        metric: str | None = None,
+        since: datetime | None = None,
+    ) -> Select[tuple[int]]:
+        """A statement selecting the stories that may hold a diverging group: those with
+        a bucket of ``metric`` observed since ``since`` whose widest relative gap exceeds
+        its unit kind's tolerance (``tolerances``, else ``default``) or is unbounded, and
+        every story whose summary is out of date."""
+        c = _SUMMARY.c
+        over = [and_(c.kind == k, c.max_ratio > t) for k, t in sorted(tolerances.items())]
+        over.append(and_(c.kind.not_in(sorted(tolerances)), c.max_ratio > default))
+        q = select(c.story_id).where(or_(c.max_ratio.is_(None), *over))
+        if metric is not None:
+            q = q.where(c.metric == metric)
+        if since is not None:
+            q = q.where(c.last_observed_at >= since)
+        return union_all(q, select(_S.id).where(_STALE_SUMMARY))  # type: ignore[return-value]
 
     def figures_of_article(self, article_id: int) -> list[Figure]:
         q = (

@@ -23,6 +23,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -92,14 +93,49 @@ class FeedRow(Base):
     claim_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+_STALE_SUMMARY = "drift_summary_epoch IS NULL OR drift_summary_epoch <> drift_epoch"
+
+
 class StoryRow(Base):
     __tablename__ = "stories"
+    __table_args__ = (
+        # the stories whose drift summary is out of date (migration 0009): few, once kept
+        Index(
+            "ix_stories_drift_stale",
+            "id",
+            sqlite_where=text(_STALE_SUMMARY),
+            postgresql_where=text(_STALE_SUMMARY),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     title: Mapped[str] = mapped_column(Text)
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     merged_into: Mapped[int | None] = mapped_column(ForeignKey("stories.id"))
+    # changes to the story's articles; the one its drift summary was made from
+    drift_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    drift_summary_epoch: Mapped[int | None] = mapped_column(Integer)
+
+
+class DriftSummaryRow(Base):
+    """Per story, metric, period and unit kind: the widest relative gap between two
+    outlets' current figures (NULL: money in several currencies) and the newest
+    observation (``pipeline.drift.summarise``; migration 0009)."""
+
+    __tablename__ = "drift_summary"
+    __table_args__ = (
+        Index("ix_drift_summary_observed", "last_observed_at"),
+        Index("ix_drift_summary_metric_observed", "metric", "last_observed_at"),
+    )
+
+    story_id: Mapped[int] = mapped_column(ForeignKey("stories.id"), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(40), primary_key=True)
+    period: Mapped[str] = mapped_column(String(20), primary_key=True)  # "" for none
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    max_ratio: Mapped[float | None] = mapped_column(Float)
+    last_observed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    observations: Mapped[int] = mapped_column(Integer)
 
 
 class ArticleRow(Base):
