@@ -15,6 +15,7 @@ GAUGES = {
     "articles_skipped": "Articles dropped by the topic filter",
     "articles_waiting": "Article versions not analysed yet",
     "stories": "Stories",
+    "stories_unsummarised": "Stories whose drift summary is out of date (read whole by drift)",
     "figures": "Figures stored",
     "alerts": "Alerts in the outbox",
     "deliveries_pending": "Alert deliveries waiting to be sent",

@@ -1656,6 +1656,7 @@ class Repo:
                 .where(ArticleVersionRow.processed_at.is_(None), ArticleRow.status != "skipped")
             ),
             "stories": count(select(func.count(StoryRow.id)).where(StoryRow.merged_into.is_(None))),
+            "stories_unsummarised": self.count_stale_drift_stories(),
             "figures": count(select(func.count(FigureRow.id))),
             "alerts": count(select(func.count(AlertRow.id))),
             "deliveries_pending": count(
