@@ -30,6 +30,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from pipeline.app import App
+from pipeline.drift import drift_rules, findings
 from pipeline.models import FeedConfig
 from pipeline.run import Analysis, RunReport, analyse_version, update_alerts
 from pipeline.settings import load_settings
@@ -322,6 +324,20 @@ def test_three_workers_one_killed(pg_cluster: PgCluster, tmp_path: Path) -> None
         report,
     )
     assert report.alerts_new == 0
+    # the drift summaries the update_story jobs kept let drift --diverging show what a
+    # read of every story shows (a story merged away may wait for the sweep: read whole)
+    app = App(db_url=db, settings=settings, channels=[], sync_feeds=False)
+    diverging = app.drift_rows(diverging=True)
+    with store.unit() as repo:
+        everything = findings(repo.observations(), drift_rules(settings))
+    expected = [
+        (f.story_id, o.article)
+        for f in everything
+        if f.status == "diverging"
+        for o in f.observations
+    ]
+    assert sorted((r["story"], r["article"]) for r in diverging) == sorted(expected) != []
+    app._store().close()
     # the disagreeing events alerted, each alert delivered once
     alerts = scalar(store, "SELECT count(*) FROM alerts WHERE kind = 'disagreement'")
     assert alerts == len([e for e in range(EVENTS) if e % 4 == 0])
@@ -548,6 +564,9 @@ def test_copy_sqlite_to_postgres_keeps_stories_drift_and_alerts(
     assert len(source.stories()) == 6  # six events, two outlets each
     assert target.stories() == source.stories()
     assert target.drift_rows() == source.drift_rows() != []
+    # the drift summaries came along: the diverging query reads them on the target too
+    assert target.status()["stories_unsummarised"] == 0
+    assert target.drift_rows(diverging=True) == source.drift_rows(diverging=True) != []
     assert [a.key for a in target.alerts()] == [a.key for a in source.alerts()] != []
     # new rows get fresh ids after the copied ones
     with target._store().unit() as repo:
