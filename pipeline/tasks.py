@@ -65,9 +65,11 @@ STALLED_CRON = "* * * * * */5"
 STALLED_AFTER_S = 60.0
 
 
-@dataclass(frozen=True)
+@dataclass
 class WorkerContext:
-    """What a task needs, built once per worker process."""
+    """What a task needs, built once per worker process; ``analysis`` and ``channels``
+    are replaced when the worker reloads its settings (SIGHUP), each task reading them
+    as it starts."""
 
     store: Store
     fetcher: Fetcher

@@ -5,7 +5,8 @@ leases renewed while alive, lapsing when the worker dies) and poll them with the
 same ``poll_feed`` as the single-process cycle, and a Procrastinate worker that runs
 the later stages (``pipeline.tasks``). Fetches go through ``SharedPoliteness``: the
 per-domain budget holds for all workers together. SIGTERM/SIGINT stop it cleanly: the
-feed in hand is finished, running jobs complete.
+feed in hand is finished, running jobs complete. SIGHUP reads newsdrift.toml, the
+lexicons and feeds.toml again (``reload``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import signal
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from pipeline.app import App, fetch_settings
 from pipeline.errors import ConfigError
@@ -27,6 +29,8 @@ from storage.claims import SharedPoliteness, claim_feeds, release_feed, renew_cl
 from storage.repository import Store, lease_holder
 
 log = logging.getLogger(__name__)
+
+SIGNAL_POLL_S = 0.5  # how often the reload thread looks for a stop
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,41 @@ class FeedPoller:
                         release_feed(repo.s, feed.id, self.holder)
 
 
+def reload(app: App, context: WorkerContext, poller: FeedPoller) -> bool:
+    """SIGHUP: the settings, lexicons and topic filter read again, for the jobs and feeds
+    started from now on, and feeds.toml applied. A file with an error is logged and the
+    settings in use stay. The fetcher's settings (user agent, timeouts, limits, the
+    per-domain budget) hold until a restart: the feed threads share it."""
+    old = app._settings()
+    try:
+        app.reload_settings()
+        analysis, channels = app.analysis(), app._channels()
+    except ConfigError as e:
+        log.error("stage=worker reload=failed error=%s; the settings in use stay", e)
+        return False
+    context.analysis, context.channels = analysis, channels
+    poller.analysis = analysis
+    if app.sync_feeds:
+        app.apply_feeds_file()  # an error in it is logged; the stored feeds are polled
+    log.info("stage=worker reload=done")
+    if app._settings().fetch != old.fetch:
+        log.warning("stage=worker reload=done changed=fetch takes_effect=restart")
+    return True
+
+
+def _reloader(
+    app: App, context: WorkerContext, poller: FeedPoller, hangup: threading.Event
+) -> None:
+    """Reloads when ``hangup`` is set, off the signal handler and the job loop."""
+    while not poller.stop.is_set():
+        if hangup.wait(SIGNAL_POLL_S):
+            hangup.clear()
+            try:
+                reload(app, context, poller)
+            except Exception:  # a bug must not end the reloads, nor the worker
+                log.exception("stage=worker reload=failed")
+
+
 def run_worker(app: App, options: WorkerOptions | None = None) -> None:
     """Run until SIGTERM/SIGINT: feed threads plus a Procrastinate worker."""
     options = options or WorkerOptions()
@@ -158,6 +197,15 @@ def run_worker(app: App, options: WorkerOptions | None = None) -> None:
         for i in range(options.feed_threads)
     ]
     threads.append(threading.Thread(target=poller.renew_loop, name="claims", daemon=True))
+    hangup = threading.Event()
+    threads.append(
+        threading.Thread(
+            target=_reloader, args=(app, context, poller, hangup), name="reload", daemon=True
+        )
+    )
+    previous: dict[int, Any] = {}  # signals reach the main thread only
+    if hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: hangup.set())
     for t in threads:
         t.start()
     log.info(
@@ -181,6 +229,8 @@ def run_worker(app: App, options: WorkerOptions | None = None) -> None:
                 name=poller.holder,
             )
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         stop.set()
         politeness.stop_waiting()
         for t in threads:

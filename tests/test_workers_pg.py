@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -211,13 +211,16 @@ def write_config(cfg: Path, alerts_log: Path) -> None:
     )
 
 
-def start_worker(db: str, cfg: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    db: str, cfg: Path, log: Path, *, verbose: bool = False
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "pipeline.cli",
+            *(["-v"] if verbose else []),
             "--db",
             db,
             "--config",
@@ -719,3 +722,52 @@ def test_the_refetch_task_ends_after_the_page_in_hand_when_its_worker_stops(
     # the others were not touched: still on their first rung, due as before
     assert scalar(store, "SELECT count(*) FROM articles WHERE refetch_step = 0") == 8 - moved
     store.close()
+
+
+def test_sighup_reloads_a_worker(pg_cluster: PgCluster, tmp_path: Path) -> None:
+    """`systemctl reload` of a worker: newsdrift.toml, the lexicons and feeds.toml are
+    read again (a feed the file now lists is added); a file with an error is logged and
+    the worker goes on; a changed [fetch] table is noted as needing a restart. Before,
+    SIGHUP's default action ended the worker."""
+    db = pg_cluster.create_database("reload")
+    cfg = tmp_path / "cfg"
+    write_config(cfg, tmp_path / "alerts.log")
+    log = tmp_path / "w.log"
+    worker = start_worker(db, cfg, log, verbose=True)
+    store = Store.open(db)
+    feed = "http://127.0.0.1:9/reloaded.xml"  # port 9 (discard): its polls fail, on loopback
+
+    def wait_for(what: str, ok: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 60
+        while not ok():
+            assert worker.poll() is None, f"the worker ended: {log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no {what}: {log.read_text()[-3000:]}"
+            time.sleep(0.1)
+
+    try:
+        wait_for("start", lambda: "status=started" in log.read_text())
+        (cfg / "feeds.toml").write_text(
+            f'[[outlet]]\nname = "Reloaded"\nlang = "en"\nfeeds = ["{feed}"]\n'
+        )
+        settings = cfg / "newsdrift.toml"
+        settings.write_text(
+            settings.read_text().replace("[fetch]\n", "[fetch]\nread_timeout_s = 9.0\n")
+        )
+        worker.send_signal(signal.SIGHUP)
+        wait_for("reload", lambda: "reload=done" in log.read_text())
+        assert "changed=fetch takes_effect=restart" in log.read_text()
+        assert scalar(store, "SELECT count(*) FROM feeds WHERE config_url = :u", u=feed) == 1
+        settings.write_text(settings.read_text() + "[drift]\nrelative_tolerance = 'wide'\n")
+        worker.send_signal(signal.SIGHUP)
+        wait_for("the bad file's error", lambda: "reload=failed" in log.read_text())
+        assert "relative_tolerance: expected float, got str" in log.read_text()
+        time.sleep(1)
+        assert worker.poll() is None
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        store.close()
+    assert worker.returncode == 0, log.read_text()[-3000:]
