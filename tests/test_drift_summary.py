@@ -302,26 +302,12 @@ def test_a_merge_moves_the_summary(summarised: App) -> None:
 def test_the_cycle_keeps_the_summaries(new_db: DbFactory) -> None:
     """Stories analysed by a cycle (``ingest`` here) are summarised by it: none is left
     for a drift query to read whole."""
-    from pipeline.models import IngestItem
-    from tests.test_stories import EN, WIRE
+    from tests.test_stories import EN, WIRE, text_items
 
     url = new_db()
     app = App(db_url=url, channels=[], sync_feeds=False)
     app.ingest(
-        [
-            IngestItem(
-                id=f"a{i}",
-                url=f"https://o{i}.example/a{i}",
-                outlet=f"o{i}.example",
-                lang=lang,
-                published=T + timedelta(hours=i),
-                title=body.split(". ")[0],
-                text=body,
-                html=None,
-            )
-            for i, (lang, body) in enumerate([("de", WIRE), ("en", EN)])
-        ],
-        keep_all=True,
+        text_items([("de", WIRE), ("en", EN)], lambda i: T + timedelta(hours=i)), keep_all=True
     )
     store = app._store()
     with store.unit() as repo:

@@ -585,31 +585,19 @@ def test_migration_0007_posts_the_count_only_keys_of_stored_articles(new_db: DbF
     from sqlalchemy import text
 
     from pipeline.app import App
-    from pipeline.models import IngestItem
     from pipeline.stories import COUNT_ONLY
     from storage.db import alembic_config
-    from tests.test_stories import BREAK_IN, COLLISION, DE_OTHER, EN, ROUND_1, WIRE
+    from tests.test_stories import BREAK_IN, COLLISION, DE_OTHER, EN, ROUND_1, WIRE, text_items
 
     url = new_db("migrate")
     app = App(db_url=url, channels=[], sync_feeds=False)
     texts = [("de", WIRE), ("de", DE_OTHER), ("en", EN), ("de", BREAK_IN), ("de", COLLISION)]
     texts.insert(0, ("de", ROUND_1))  # published 40 days before the others
-    app.ingest(
-        [
-            IngestItem(
-                id=f"a{i}",
-                url=f"https://o{i}.example/a{i}",
-                outlet=f"o{i}.example",
-                lang=lang,
-                published=T + timedelta(hours=i) - timedelta(days=40 if i == 0 else 0),
-                title=body.split(". ")[0],
-                text=body,
-                html=None,
-            )
-            for i, (lang, body) in enumerate(texts)
-        ],
-        keep_all=True,
-    )
+
+    def published(i: int) -> datetime:
+        return T + timedelta(hours=i) - timedelta(days=40 if i == 0 else 0)
+
+    app.ingest(text_items(texts, published), keep_all=True)
     assert app.store is not None
     postings = "SELECT key, article_id, published FROM story_keys ORDER BY article_id, key"
     with app.store.engine.connect() as conn:

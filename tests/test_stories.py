@@ -9,13 +9,14 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from pipeline.models import Document, Figure, Qualifier
+from pipeline.models import Document, Figure, IngestItem, Qualifier
 from pipeline.stories import (
     NO_RARITY,
     THRESHOLDS,
@@ -80,6 +81,26 @@ ROUND_2 = (
     "Finanzierungsrunde, angeführt von Harbor Peak. Gründer Jonas Ebbing will nun in die USA "
     "expandieren. Quillara wird mit 900 Millionen Euro bewertet."
 )
+
+
+def text_items(
+    texts: Sequence[tuple[str, str]], published: Callable[[int], datetime]
+) -> list[IngestItem]:
+    """``(lang, text)`` pairs as ingest items of one outlet each, the i-th published at
+    ``published(i)``, titled by its first sentence."""
+    return [
+        IngestItem(
+            id=f"a{i}",
+            url=f"https://o{i}.example/a{i}",
+            outlet=f"o{i}.example",
+            lang=lang,
+            published=published(i),
+            title=body.split(". ")[0],
+            text=body,
+            html=None,
+        )
+        for i, (lang, body) in enumerate(texts)
+    ]
 
 
 def doc(
