@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, ExitStack, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -104,6 +104,9 @@ VERSION_WORK = 0.3
 POOL_EXIT_GRACE_S = 0.5  # at close, idle workers exit within this; the rest are ended
 REFETCH_BATCH = 200  # articles due for a re-fetch read at a time (a cycle takes them all)
 ANALYSIS_BATCH = 32  # versions a pool task prepares (figures, fingerprint, keys)
+# Batches read (their texts) and handed to the pool ahead of the one being stored: enough
+# to keep the pool busy, few enough that a backlog's texts are not all held at once.
+ANALYSIS_AHEAD = 8
 # Writes of consecutive items share a transaction (each item in its own savepoint) up to
 # this many items; a transaction is never held open while waiting for the network.
 COMMIT_EVERY = 50
@@ -1255,61 +1258,84 @@ def analyse_pending(
 ) -> set[int]:
     """Analyse every stored version not analysed yet, oldest first.
 
-    With ``workers``, figures and fingerprints are computed ahead in the process
-    pool (they depend on the version alone); story assignment and the writes stay
-    here, in order, batched (``Batch``). A version whose analysis fails is undone
+    The versions' texts are read ``ANALYSIS_BATCH`` at a time, at most
+    ``ANALYSIS_AHEAD`` batches ahead of the one being stored, so a backlog of any size
+    (a first cycle, a large ``ingest``) holds a bounded number of texts. With
+    ``workers``, figures and fingerprints of those batches are computed ahead in the
+    process pool (they depend on the version alone); story assignment and the writes
+    stay here, in order, batched (``Batch``). A version whose analysis fails is undone
     alone, reported, and tried again next cycle.
     """
     touched: set[int] = set()
     with store.unit() as repo:
-        pending = repo.pending_versions()
+        pending = repo.pending_versions(texts=False)
     tracker = Tracker(progress, "analysing", len(pending))
     now = clock()
-    items = [(a, a.published or now) for a in pending]
+    batches = [pending[i : i + ANALYSIS_BATCH] for i in range(0, len(pending), ANALYSIS_BATCH)]
     windows = WindowCounter()  # pending is in publication order: each window moves a little
     cpu = workers.cpu(len(pending) * VERSION_WORK) if workers is not None else None
-    chunks: list[Future[list[Prepared]]] = []
-    if cpu is not None and analysis.lexicon_source is not None:
-        lexicon_dir = analysis.lexicon_source[0]
-        chunks = [
-            cpu.submit(prepare_batch, lexicon_dir, items[i : i + ANALYSIS_BATCH])
-            for i in range(0, len(items), ANALYSIS_BATCH)
-        ]
+    lexicon_dir = analysis.lexicon_source[0] if analysis.lexicon_source is not None else None
+    pool = cpu if lexicon_dir is not None else None
+    ahead: dict[int, tuple[list[StoredArticle], Future[list[Prepared]] | None]] = {}
+
+    def load(k: int) -> tuple[list[StoredArticle], Future[list[Prepared]] | None]:
+        """Batch ``k`` with its texts, handed to the pool when there is one (a version
+        pruned meanwhile is left out)."""
+        with store.unit() as repo:
+            texts = repo.version_texts([a.version_id for a in batches[k]])
+        full = [replace(a, text=texts[a.version_id]) for a in batches[k] if a.version_id in texts]
+        if pool is None:
+            return full, None
+        return full, pool.submit(
+            prepare_batch, lexicon_dir, [(a, a.published or now) for a in full]
+        )
+
     try:
         if renew is not None:
             renew()
         with Batch(store, after_commit=renew) as batch:
-            for n, article in enumerate(pending):
+            for k in range(len(batches)):
                 if stop is not None and stop.is_set():
                     break  # the rest waits for the next cycle, still unprocessed
-                prepared = None
-                if chunks:
-                    chunk = chunks[n // ANALYSIS_BATCH]
-                    if not chunk.done():
-                        batch.commit()  # nothing held open while the pool works
+                for j in range(k, min(k + ANALYSIS_AHEAD, len(batches))):
+                    if j not in ahead:
+                        ahead[j] = load(j)
+                articles, chunk = ahead.pop(k)
+                for n, article in enumerate(articles):
+                    if stop is not None and stop.is_set():
+                        break
+                    prepared = None
+                    if chunk is not None:
+                        if not chunk.done():
+                            batch.commit()  # nothing held open while the pool works
+                        try:
+                            prepared = chunk.result()[n]
+                        except BrokenProcessPool:  # a worker died: the rest prepared here
+                            assert workers is not None and pool is not None
+                            workers.replace(pool)
+                            pool, chunk = None, None
+                            ahead = {j: (full, None) for j, (full, _) in ahead.items()}
+                    item = batch.item()  # may commit earlier items: a failing store raises
                     try:
-                        prepared = chunk.result()[n % ANALYSIS_BATCH]
-                    except BrokenProcessPool:  # a worker died: prepared here instead
-                        assert workers is not None and cpu is not None
-                        workers.replace(cpu)
-                item = batch.item()  # may commit earlier items: a failing store raises
-                try:
-                    with item as repo:
-                        touched.add(
-                            analyse_version(repo, article, analysis, clock(), prepared, windows)
+                        with item as repo:
+                            touched.add(
+                                analyse_version(repo, article, analysis, clock(), prepared, windows)
+                            )
+                    except StorageError:
+                        raise
+                    except (NewsdriftError, ValueError, ArithmeticError) as e:
+                        windows.forget()  # it may have been counted before it was undone
+                        report.errors.append(f"analysis of {article.key}: {e}")
+                        log.exception(
+                            "stage=analyse outlet=%s article=%s", article.outlet, article.key
                         )
-                except StorageError:
-                    raise
-                except (NewsdriftError, ValueError, ArithmeticError) as e:
-                    windows.forget()  # it may have been counted before it was undone
-                    report.errors.append(f"analysis of {article.key}: {e}")
-                    log.exception("stage=analyse outlet=%s article=%s", article.outlet, article.key)
-                    continue
-                report.versions_processed += 1
-                tracker.advance()
+                        continue
+                    report.versions_processed += 1
+                    tracker.advance()
     finally:
-        for chunk in chunks:
-            chunk.cancel()
+        for _, chunk in ahead.values():
+            if chunk is not None:
+                chunk.cancel()
     return touched
 
 

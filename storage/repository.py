@@ -905,38 +905,70 @@ class Repo:
         return self._insert(_VERSIONS, row)
 
     def pending_versions(
-        self, limit: int | None = None, *, article_id: int | None = None
+        self, limit: int | None = None, *, article_id: int | None = None, texts: bool = True
     ) -> list[StoredArticle]:
-        """Kept article versions not yet analysed (of one article), oldest publication first."""
+        """Kept article versions not yet analysed (of one article), oldest publication first.
+
+        ``texts=False`` leaves each ``text`` empty, for ``version_texts`` to fill a batch at
+        a time: a backlog's texts would otherwise all be held at once (tens of KB each)."""
+        v, a = ArticleVersionRow, ArticleRow
         q = (
-            select(ArticleVersionRow, ArticleRow, OutletRow.name)
-            .join(ArticleRow, ArticleRow.id == ArticleVersionRow.article_id)
-            .join(OutletRow, OutletRow.id == ArticleRow.outlet_id)
-            .where(ArticleVersionRow.processed_at.is_(None), ArticleRow.status != "skipped")
-            .order_by(
-                func.coalesce(ArticleRow.published, ArticleRow.first_seen),
-                ArticleVersionRow.id,
+            select(
+                v.id,
+                v.title,
+                v.text if texts else literal_column("''"),
+                a.id,
+                a.key,
+                a.url,
+                OutletRow.name,
+                a.lang,
+                a.published,
+                a.first_seen,
+                a.story_id,
             )
+            .join(a, a.id == v.article_id)
+            .join(OutletRow, OutletRow.id == a.outlet_id)
+            .where(v.processed_at.is_(None), a.status != "skipped")
+            .order_by(func.coalesce(a.published, a.first_seen), v.id)
         )
         if article_id is not None:
-            q = q.where(ArticleVersionRow.article_id == article_id)
+            q = q.where(v.article_id == article_id)
         if limit:
             q = q.limit(limit)
         return [
             StoredArticle(
-                id=a.id,
-                version_id=v.id,
-                key=a.key,
-                url=a.url,
+                id=aid,
+                version_id=vid,
+                key=key,
+                url=url,
                 outlet=outlet,
-                lang=a.lang,
-                published=a.published or a.first_seen,
-                title=v.title,
-                text=v.text,
-                story_id=a.story_id,
+                lang=lang,
+                published=published or first_seen,
+                title=title,
+                text=text,
+                story_id=story_id,
             )
-            for v, a, outlet in self.s.execute(q)
+            for (
+                vid,
+                title,
+                text,
+                aid,
+                key,
+                url,
+                outlet,
+                lang,
+                published,
+                first_seen,
+                story_id,
+            ) in self.s.execute(q)
         ]
+
+    def version_texts(self, version_ids: Sequence[int]) -> dict[int, str]:
+        """The texts of these versions, by version id."""
+        if not version_ids:
+            return {}
+        q = select(_V.id, _V.text).where(_V.id.in_(list(version_ids)))
+        return {vid: text for vid, text in self.s.execute(q)}
 
     def articles(
         self, *, status: str | None = None, since: datetime | None = None
