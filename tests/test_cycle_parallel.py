@@ -658,3 +658,60 @@ def test_a_stop_while_a_feed_waits_for_its_politeness_gap_ends_the_cycle_promptl
         assert len(server.requests) == 1  # the waiting request gave up; nothing else was sent
         again = new_app().run_once()
         assert again.feeds_polled == len(due), again.summary()
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_backlog_is_read_a_batch_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: int
+) -> None:
+    """A cycle's analysis holds the texts of a few batches, not of its whole backlog (a
+    first cycle, a large ingest): texts are read ANALYSIS_BATCH at a time, at most
+    ANALYSIS_AHEAD batches ahead of the versions stored, with the pool and without."""
+    from pipeline.models import IngestItem
+    from pipeline.run import Workers
+    from storage.repository import Repo
+
+    monkeypatch.setattr(run, "ANALYSIS_BATCH", 4)
+    monkeypatch.setattr(run, "ANALYSIS_AHEAD", 2)
+    app = App(db_url=f"sqlite:///{tmp_path / 'backlog.db'}", channels=[], sync_feeds=False)
+    when = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    items = [
+        IngestItem(
+            id=f"a{i}",
+            url=f"https://o{i % 3}.example/a{i}.html",
+            outlet=f"O{i % 3}",
+            lang="en",
+            published=when,
+            title=f"Company{i} raises money",
+            html=None,
+            text=f"Company{i} AI raised ${100 + i} million in a Series B round led by Kestrel. "
+            * 3,
+        )
+        for i in range(30)
+    ]
+    store = app._store()
+    analysis = app.analysis(use_topic=False)
+    run.ingest(store, items, analysis, app.clock, RunReport(), keep_all=True)
+    read: list[int] = []
+    stored: list[int] = []
+    most_ahead: list[int] = []
+
+    class Recording(Repo):
+        def version_texts(self, version_ids: Sequence[int]) -> dict[int, str]:
+            read.append(len(version_ids))
+            most_ahead.append(sum(read) - len(stored))
+            return super().version_texts(version_ids)
+
+        def mark_processed(self, version_id: int, now: datetime) -> None:
+            stored.append(version_id)
+            super().mark_processed(version_id, now)
+
+    store.repo_class = Recording
+    report = RunReport()
+    with Workers(processes=processes) as workers:
+        analyse_pending(store, analysis, app.clock, report, workers=workers)
+    assert report.versions_processed == 30 and report.errors == []
+    assert sum(read) == 30 and max(read) == 4
+    assert max(most_ahead) <= 2 * 4  # AHEAD batches of BATCH texts not stored yet
+    with store.unit() as repo:
+        assert repo.pending_versions() == []
