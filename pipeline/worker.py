@@ -127,7 +127,7 @@ class FeedPoller:
                         release_feed(repo.s, feed.id, self.holder)
 
 
-def reload(app: App, context: WorkerContext, poller: FeedPoller) -> bool:
+def reload(app: App, context: WorkerContext, poller: FeedPoller) -> None:
     """SIGHUP: the settings, lexicons and topic filter read again, for the jobs and feeds
     started from now on, and feeds.toml applied. A file with an error is logged and the
     settings in use stay. The fetcher's settings (user agent, timeouts, limits, the
@@ -138,7 +138,7 @@ def reload(app: App, context: WorkerContext, poller: FeedPoller) -> bool:
         analysis, channels = app.analysis(), app._channels()
     except ConfigError as e:
         log.error("stage=worker reload=failed error=%s; the settings in use stay", e)
-        return False
+        return
     context.analysis, context.channels = analysis, channels
     poller.analysis = analysis
     if app.sync_feeds:
@@ -146,7 +146,6 @@ def reload(app: App, context: WorkerContext, poller: FeedPoller) -> bool:
     log.info("stage=worker reload=done")
     if app._settings().fetch != old.fetch:
         log.warning("stage=worker reload=done changed=fetch takes_effect=restart")
-    return True
 
 
 def _reloader(

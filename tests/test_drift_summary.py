@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 
 from pipeline.app import App
 from pipeline.drift import DriftRules, findings, summarise
@@ -240,7 +241,7 @@ def test_the_query_reads_only_what_the_summary_lets_through(summarised: App) -> 
     store = app._store()
     with store.unit() as repo:
         repo.s.execute(
-            _sql("UPDATE drift_summary SET max_ratio = 0 WHERE story_id = :s"), {"s": story}
+            text("UPDATE drift_summary SET max_ratio = 0 WHERE story_id = :s"), {"s": story}
         )
     after = shown(app.drift_rows(diverging=True))
     assert after == [r for r in before if r[0] != story]
@@ -294,7 +295,7 @@ def test_a_merge_moves_the_summary(summarised: App) -> None:
     assert shown(app.drift_rows(diverging=True)) == read_whole(app)
     assert summarise_stale(store) == 2
     with store.unit() as repo:
-        left = repo.s.execute(_sql("SELECT count(*) FROM drift_summary WHERE story_id = 2"))
+        left = repo.s.execute(text("SELECT count(*) FROM drift_summary WHERE story_id = 2"))
         assert left.scalar_one() == 0
     assert shown(app.drift_rows(diverging=True)) == read_whole(app)
 
@@ -312,7 +313,7 @@ def test_the_cycle_keeps_the_summaries(new_db: DbFactory) -> None:
     store = app._store()
     with store.unit() as repo:
         assert repo.count_stale_drift_stories() == 0
-        rows = repo.s.execute(_sql("SELECT count(*) FROM drift_summary")).scalar_one()
+        rows = repo.s.execute(text("SELECT count(*) FROM drift_summary")).scalar_one()
     assert rows > 0
     store.close()
 
@@ -346,9 +347,3 @@ def test_a_database_from_before_0009_is_caught_up(new_db: DbFactory) -> None:
     assert app.status()["stories_unsummarised"] == 0
     assert shown(app.drift_rows(diverging=True)) == expected
     store.close()
-
-
-def _sql(statement: str) -> Any:
-    from sqlalchemy import text
-
-    return text(statement)
