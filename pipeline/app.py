@@ -58,6 +58,8 @@ LEASE_TTL = timedelta(minutes=30)
 # A cycle renews its lease between items once this much of the TTL has passed, so that a
 # cycle longer than LEASE_TTL (thousands of feeds, polite gaps) is not taken over.
 LEASE_RENEW_AFTER = LEASE_TTL / 3
+# ``prune`` deletes story postings this much publication time per transaction.
+PRUNE_POSTINGS_STEP = timedelta(days=1)
 
 
 def fetch_settings(settings: Settings) -> FetchSettings:
@@ -593,8 +595,27 @@ class App:
         }
 
     def prune(self, older_than: timedelta) -> dict[str, int]:
+        """``Repo.prune`` at ``older_than`` ago, then the story postings older than that
+        by the story window (``Repo.prune_postings``).
+
+        Every read of the postings is bounded by a new article's story window, so these
+        serve no article published after the cut; they are a quarter of a database, more
+        than half of it once the HTML is gone, and grow with every article analysed. They
+        go a day at a time, each day in its own transaction: on SQLite a running cycle
+        waits for one day's delete at most, not for years of them."""
+        before = self.clock() - older_than
+        cut = before - timedelta(days=self._settings().stories.window_days)
         with self._store().unit() as repo:
-            return repo.prune(self.clock() - older_than)
+            done = repo.prune(before)
+        done["postings_deleted"] = 0
+        while True:
+            with self._store().unit() as repo:
+                oldest = repo.oldest_posting()
+                if oldest is None or oldest >= cut:
+                    return done
+                done["postings_deleted"] += repo.prune_postings(
+                    min(cut, oldest + PRUNE_POSTINGS_STEP)
+                )
 
     def test_channels(self) -> list[tuple[str, str | None]]:
         results: list[tuple[str, str | None]] = []

@@ -826,14 +826,17 @@ def _parse_age(value: str) -> timedelta:
 @click.pass_context
 @clean_errors
 def prune(ctx: click.Context, older_than: str) -> None:
-    """Drop raw HTML and superseded versions older than the given age.
+    """Drop raw HTML and superseded versions older than the given age, and the story
+    postings older than that by the story window.
 
-    Figures that a drift row refers to are never removed.
+    Figures that a drift row refers to are never removed. An article published after
+    the cut still meets every story of its window; one published before it meets fewer.
     """
     done = _app(ctx).prune(_parse_age(older_than))
     click.echo(
         f"dropped raw HTML of {done['html_dropped']} version(s); "
-        f"deleted {done['versions_deleted']} old version(s)"
+        f"deleted {done['versions_deleted']} old version(s) "
+        f"and {done['postings_deleted']} story posting(s)"
     )
 
 

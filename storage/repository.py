@@ -1724,6 +1724,15 @@ class Repo:
             self.s.execute(delete(ArticleVersionRow).where(ArticleVersionRow.id.in_(old)))
         return {"html_dropped": int(dropped_html or 0), "versions_deleted": len(old)}
 
+    def oldest_posting(self) -> datetime | None:
+        """When the oldest story posting (``story_keys``) was published."""
+        return self.s.scalar(select(func.min(_K.published)))
+
+    def prune_postings(self, before: datetime) -> int:
+        """Drop the story postings published before ``before``; returns how many."""
+        gone = self.s.execute(delete(_STORY_KEYS).where(_K.published < before))
+        return int(gone.rowcount or 0)  # type: ignore[attr-defined]
+
     def stories_analysed_since_last_run(self) -> set[int]:
         """Live stories of versions analysed after the last finished run ended.
 

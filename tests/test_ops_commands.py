@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from click.testing import CliRunner
+from sqlalchemy import text
 
 from pipeline.cli import main
 from pipeline.feeds import content_hash
@@ -72,6 +74,46 @@ def test_prune_keeps_what_a_drift_row_needs(new_db: DbFactory) -> None:
     store.close()
     bad = runner.invoke(main, ["--db", url, "prune", "--older-than", "soon"])
     assert bad.exit_code == 2 and "expected a number with d, h or m" in bad.output
+
+
+def test_prune_drops_the_postings_no_story_window_reaches(new_db: DbFactory) -> None:
+    """Story postings older than the cut by the story window (4 days) go, newer ones stay,
+    and an article published after the cut still joins the story of its window."""
+    from pipeline.app import App
+    from tests.test_stories import DE_OTHER, EN, ROUND_1, WIRE, text_items
+
+    url = new_db("prune-postings")
+    now = T + timedelta(days=60)
+    app = App(db_url=url, channels=[], sync_feeds=False, clock=lambda: now)
+    old, recent = T + timedelta(days=45), now - timedelta(hours=3)
+    app.ingest(
+        text_items(
+            [("de", ROUND_1), ("de", WIRE), ("de", DE_OTHER)], [old, recent, recent].__getitem__
+        ),
+        keep_all=True,
+    )
+    assert app.store is not None
+    count = "SELECT count(*) FROM story_keys WHERE article_id IN (SELECT id FROM articles WHERE key = :k)"
+    with app.store.engine.connect() as conn:
+        before = {k: conn.execute(text(count), {"k": k}).scalar_one() for k in ("a0", "a1", "a2")}
+    assert all(before.values())
+    # cut at 10 days ago: postings before 14 days ago go (article a0, 15 days old)
+    done = app.prune(timedelta(days=10))
+    assert done["postings_deleted"] == before["a0"]
+    with app.store.engine.connect() as conn:
+        after = {k: conn.execute(text(count), {"k": k}).scalar_one() for k in ("a0", "a1", "a2")}
+    assert after == {**before, "a0": 0}
+    # an English write-up, published now, meets the German ones' story
+    app.ingest([replace(text_items([("en", EN)], lambda _: now)[0], id="a3")], keep_all=True)
+    (story,) = [s for s in app.stories() if "a1" in s.articles]
+    assert set(story.articles) == {"a1", "a2", "a3"}
+    with app.store.engine.connect() as conn:
+        left = conn.execute(text("SELECT count(*) FROM story_keys")).scalar_one()
+    app.store.close()
+    # the command line says what went: on the real clock, all of it is long past
+    result = CliRunner().invoke(main, ["--db", url, "prune", "--older-than", "1d"])
+    assert result.exit_code == 0, result.output
+    assert f"and {left} story posting(s)" in result.output
 
 
 def test_status_and_db_upgrade(new_db: DbFactory) -> None:
