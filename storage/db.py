@@ -24,7 +24,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The newest migration's revision. A database already there opens without importing
 # Alembic (0.15-0.27 s of every command's start); tests/test_storage.py checks that this
 # is the head of the migration scripts, so a new migration must update it.
-HEAD_REVISION = "0009"
+HEAD_REVISION = "0010"
 # PostgreSQL advisory lock held while migrating (an arbitrary constant: b"ndmigr").
 MIGRATION_LOCK_KEY = 0x6E646D696772
 

@@ -184,6 +184,13 @@ class ArticleVersionRow(Base):
         Index("ix_article_versions_article_number", "article_id", "number"),
         # the same text under another URL (Repo.find_by_content, migration 0005)
         Index("ix_article_versions_content_hash", "content_hash"),
+        # the versions that still hold their page, by fetch time: what prune drops (0010)
+        Index(
+            "ix_article_versions_html_fetched",
+            "fetched_at",
+            sqlite_where=text("html_gz IS NOT NULL"),
+            postgresql_where=text("html_gz IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

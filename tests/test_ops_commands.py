@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from click.testing import CliRunner
 from sqlalchemy import text
@@ -114,6 +115,58 @@ def test_prune_drops_the_postings_no_story_window_reaches(new_db: DbFactory) -> 
     result = CliRunner().invoke(main, ["--db", url, "prune", "--older-than", "1d"])
     assert result.exit_code == 0, result.output
     assert f"and {left} story posting(s)" in result.output
+
+
+def test_prune_reads_no_table_whole(tmp_path: Path) -> None:
+    """SQLite stores a version's ``fetched_at`` after its text and page, so a scan that
+    tests it walks every row's overflow pages: prune finds the HTML to drop through the
+    partial index of the versions still holding it (migration 0010), and the superseded
+    versions in the (article, number) index, reading only their rows."""
+    from sqlalchemy import event
+
+    store = Store.open(f"sqlite:///{tmp_path / 'plan.db'}")
+    with store.unit() as repo:
+        aid, _ = repo.add_article(
+            key="a", url="u", outlet="A", lang="de", published=T, title="t", now=T
+        )
+        for i in range(2):
+            repo.add_version(
+                aid,
+                title="t",
+                text=f"text {i}",
+                method="m",
+                fetched_at=T,
+                content_hash=content_hash(f"text {i}"),
+                html="<p>x</p>",
+            )
+    seen: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        seen.append((statement, parameters))
+
+    event.listen(store.engine, "before_cursor_execute", capture)
+    with store.unit() as repo:
+        assert repo.prune(T + timedelta(days=1)) == {"html_dropped": 2, "versions_deleted": 1}
+    event.remove(store.engine, "before_cursor_execute", capture)
+    raw = store.engine.raw_connection()
+    try:
+        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        planned, scans = 0, []
+        for statement, params in seen:
+            if not statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
+                continue
+            planned += 1
+            for row in raw.execute(f"EXPLAIN QUERY PLAN {statement}", params):
+                words = row[-1].split()
+                # "SCAN article_versions_1 USING COVERING INDEX …" reads an index only
+                table = any(words[1] == t or words[1].startswith(t + "_") for t in tables)
+                if words[0] == "SCAN" and "COVERING" not in words and table:
+                    scans.append((row[-1], statement))
+    finally:
+        raw.close()
+        store.close()
+    assert planned >= 2
+    assert scans == [], "\n".join(f"{plan}: {sql}" for plan, sql in scans)
 
 
 def test_status_and_db_upgrade(new_db: DbFactory) -> None:
