@@ -180,8 +180,11 @@ class ArticleVersionRow(Base):
     __tablename__ = "article_versions"
     __table_args__ = (
         UniqueConstraint("article_id", "content_hash"),
-        # newest-version test of the drift queries (migration 0003)
-        Index("ix_article_versions_article_number", "article_id", "number"),
+        # the newest-version test and the versions of the drift queries, read from the
+        # index alone: SQLite stores method and observed_at after the text and page, in
+        # the row's overflow pages (migrations 0003, 0010)
+        Index("ix_article_versions_newest", "article_id", "number", "observed_at", "method"),
+        Index("ix_article_versions_observed", "observed_at", "article_id", "number", "method"),
         # the same text under another URL (Repo.find_by_content, migration 0005)
         Index("ix_article_versions_content_hash", "content_hash"),
         # the versions that still hold their page, by fetch time: what prune drops (0010)
@@ -206,7 +209,7 @@ class ArticleVersionRow(Base):
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # When newsdrift learnt what this version says: the publication time for a
     # first version, the fetch time for later ones. `drift --as-of` filters on it.
-    observed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    observed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
 

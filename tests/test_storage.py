@@ -458,6 +458,114 @@ def test_candidates_read_each_keys_newest_postings_from_the_covering_index(
     assert not any("TEMP B-TREE" in p and "ORDER BY" in p and "RIGHT PART" in p for p in plan), plan
 
 
+BIG_STATISTICS = (  # sqlite_stat1 of scripts/bench_query.py's database, after ANALYZE
+    ("article_versions", "ix_article_versions_article_id", "206110 2"),
+    ("article_versions", "ix_article_versions_content_hash", "206110 1"),
+    ("article_versions", "ix_article_versions_html_fetched", "206110 1"),
+    ("article_versions", "ix_article_versions_newest", "206110 2 1 1 1"),
+    ("article_versions", "ix_article_versions_observed", "206110 1 1 1 1"),
+    ("article_versions", "ix_article_versions_processed_at", "206110 1"),
+    ("article_versions", "sqlite_autoindex_article_versions_1", "206110 2 1"),
+    ("articles", "ix_articles_published", "187291 1"),
+    ("articles", "ix_articles_story_id", "187291 4"),
+    ("articles", "ix_articles_url", "187291 1"),
+    ("articles", "sqlite_autoindex_articles_1", "187291 1"),
+    ("drift_summary", "ix_drift_summary_metric_observed", "88231 12605 1"),
+    ("drift_summary", "ix_drift_summary_observed", "88231 2"),
+    ("drift_summary", "sqlite_autoindex_drift_summary_1", "88231 2 1 1 1"),
+    ("figures", "ix_figures_metric", "1000037 142863"),
+    ("figures", "ix_figures_version_id", "1000037 5"),
+    ("figures", "ix_figures_version_metric", "1000037 5 3 3"),
+    ("figures", "sqlite_autoindex_figures_1", "1000037 5 1 1 1"),
+    ("outlets", "sqlite_autoindex_outlets_1", "40 1"),
+    ("stories", "ix_stories_last_seen", "50000 1"),
+)
+
+
+def test_drift_queries_read_versions_from_indexes_alone(tmp_path: Path) -> None:
+    """SQLite stores a version's ``observed_at`` and ``method`` after its text and page,
+    in the row's overflow pages: planned with the statistics of a large database, the
+    drift queries read them, and the newest-version test, from the covering indexes of
+    migration 0010, never from the versions' rows."""
+    from sqlalchemy import event
+
+    from pipeline.drift import DriftRules
+
+    store = Store.open(f"sqlite:///{tmp_path / 'drift.db'}")
+    with store.unit() as repo:
+        sid = repo.create_story("t", T)
+        for i in range(2):
+            url = f"https://a.example/{i}"
+            aid, _ = repo.add_article(
+                key=url, url=url, outlet=f"O{i}", lang="en", published=T, title="t", now=T
+            )
+            vid = repo.add_version(
+                aid,
+                title="t",
+                text="x " * 3000,
+                method="m",
+                fetched_at=T,
+                content_hash=content_hash(str(i)),
+                html="<p>x</p>" * 2000,
+            )
+            assert vid is not None
+            repo.attach(aid, sid, level="new", score=0.0, fingerprint={}, keys=["k"], published=T)
+            repo.save_figures(
+                vid,
+                [
+                    Figure(
+                        value=1e9 * (1 + i),
+                        unit="USD",
+                        qualifier=Qualifier.EXACT,
+                        low=1e9 * (1 + i),
+                        high=1e9 * (1 + i),
+                        metric="deal_value",
+                        subject="X",
+                        period=None,
+                        quote="q",
+                        start=0,
+                        end=1,
+                    )
+                ],
+            )
+    # the planner's statistics of bench_query.py's database (1M observations, 50k stories)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE")
+        conn.exec_driver_sql("DELETE FROM sqlite_stat1")
+        for row in BIG_STATISTICS:
+            conn.exec_driver_sql("INSERT INTO sqlite_stat1 VALUES (?, ?, ?)", row)
+    store.engine.dispose()  # connections opened from now on load them
+    seen: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if "figures" in statement and statement.lstrip().upper().startswith("SELECT"):
+            seen.append((statement, parameters))
+
+    event.listen(store.engine, "before_cursor_execute", capture)
+    rules = DriftRules()
+    with store.unit() as repo:
+        day = T - timedelta(days=1)
+        assert len(repo.observations(story_id=sid)) == 2
+        assert len(repo.observations(metric="deal_value", since=day)) == 2
+        within = repo.maybe_diverging(rules.tolerance_by_kind, rules.relative_tolerance, since=day)
+        assert len(repo.observations(since=day, within=within)) == 2
+    event.remove(store.engine, "before_cursor_execute", capture)
+    raw = store.engine.raw_connection()
+    try:
+        plans = [
+            [row[-1] for row in raw.execute(f"EXPLAIN QUERY PLAN {statement}", params)]
+            for statement, params in seen
+        ]
+    finally:
+        raw.close()
+        store.close()
+    assert len(plans) == 3
+    for plan in plans:
+        versions = [p for p in plan if "article_versions" in p]
+        assert len(versions) == 2, plan  # the versions read, and the newest-version test
+        assert all("USING COVERING INDEX ix_article_versions_" in p for p in versions), plan
+
+
 def _on_grid(rng: random.Random) -> datetime:
     """A time in the 8 days from T, on a 10-minute grid: window bounds, on the same grid,
     often fall exactly on articles."""
