@@ -237,6 +237,9 @@ class App:
 
         try:
             yield store, renew
+            # SQLite's planner statistics, once the cycle has grown the database enough
+            if store.refresh_statistics():
+                log.info("stage=statistics refreshed=yes")
         finally:
             with store.unit() as repo:
                 repo.release_lease(CYCLE_LEASE, holder)

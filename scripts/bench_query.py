@@ -20,7 +20,9 @@ Then it times the queries through the real code path, ``App.drift_rows(...)``
 one story; diverging in the last day; one metric across all stories; one metric
 within the last day. It does so without, then with, the query indexes of migrations
 ``0003_query_indexes`` and ``0010_version_indexes`` (dropped, then created, on the same
-data).
+data), with SQLite's planner statistics (``ANALYZE``, which newsdrift takes as the
+articles double: ``Store.refresh_statistics``), and then with the indexes but without
+the statistics, as every database was before.
 
 Versions are the size of real ones (``--text-chars``, ``--page-bytes``: the averages of
 the extraction corpus' 181 pages), so the database is about 9 GB: SQLite stores a
@@ -353,7 +355,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         story_ids = [rng.randint(1, counts["stories"]) for _ in range(args.repeat * 2)]
         repeat = {"story": args.repeat, "broad": 5, "all": 2}
         tables = {}
-        for label, create in (("without the query indexes", False), ("with them", True)):
+        runs = (
+            ("without the query indexes", False, True),
+            ("with them", True, True),
+            # every database before stop 25: newsdrift took no statistics (ANALYZE) then
+            ("with them, without the planner's statistics", True, False),
+        )
+        for label, create, analysed in runs:
             with engine.begin() as conn:
                 for name, _table, _columns in indexes:
                     conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
@@ -362,7 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         conn.execute(
                             text(f"CREATE INDEX {name} ON {table_} ({', '.join(columns)})")
                         )
-                conn.execute(text("ANALYZE"))
+                conn.execute(text("ANALYZE" if analysed else "DROP TABLE IF EXISTS sqlite_stat1"))
+            engine.dispose()  # the next connections plan with what is there now
             tables[label] = measure(app, story_ids, now, repeat)
         app._store().close()
         size = db.stat().st_size

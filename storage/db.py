@@ -148,7 +148,8 @@ def upgrade(engine: Engine) -> None:
     """Create or upgrade the schema to the newest migration."""
     try:
         with engine.begin() as conn:
-            if schema_revision(conn) == HEAD_REVISION:
+            before = schema_revision(conn)
+            if before == HEAD_REVISION:
                 return  # nothing to do, and no write lock: read-only databases still open
             from alembic import command
 
@@ -168,6 +169,10 @@ def upgrade(engine: Engine) -> None:
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+            if engine.dialect.name == "sqlite" and before is not None:
+                # a migration may have added indexes: SQLite's planner weighs them by
+                # statistics (Store.refresh_statistics takes them as the data grows)
+                conn.exec_driver_sql("ANALYZE")
     except OperationalError as e:
         raise StorageError(
             f"cannot migrate database {engine.url!r}: {explain(engine, e.orig)}"

@@ -117,6 +117,23 @@ def test_prune_drops_the_postings_no_story_window_reaches(new_db: DbFactory) -> 
     assert f"and {left} story posting(s)" in result.output
 
 
+def test_a_run_leaves_the_planner_its_statistics(new_db: DbFactory) -> None:
+    """An ingest (as a cycle: both hold the lease) ends by taking SQLite's planner
+    statistics when the articles have doubled since the last time."""
+    from pipeline.app import App
+    from tests.test_stories import EN, WIRE, text_items
+
+    url = new_db("statistics")
+    app = App(db_url=url, channels=[], sync_feeds=False, clock=lambda: T)
+    app.ingest(text_items([("de", WIRE), ("en", EN)], lambda i: T), keep_all=True)
+    assert app.store is not None
+    if app.store.engine.dialect.name == "sqlite":
+        with app.store.engine.connect() as conn:
+            stat = conn.execute(text("SELECT stat FROM sqlite_stat1 WHERE tbl = 'articles'"))
+            assert {row[0].split()[0] for row in stat} == {"2"}
+    app.store.close()
+
+
 def test_prune_reads_no_table_whole(tmp_path: Path) -> None:
     """SQLite stores a version's ``fetched_at`` after its text and page, so a scan that
     tests it walks every row's overflow pages: prune finds the HTML to drop through the

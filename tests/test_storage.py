@@ -16,7 +16,7 @@ import pytest
 from pipeline.errors import LeaseHeld, StorageError
 from pipeline.feeds import content_hash
 from pipeline.models import Alert, FeedConfig, Figure, Qualifier
-from storage.repository import Repo, Store, WindowCounter, host_id, lease_holder
+from storage.repository import Repo, Store, WindowCounter, _analysed_rows, host_id, lease_holder
 from tests.pg import DbFactory
 
 T = datetime(2025, 6, 13, 8, tzinfo=UTC)
@@ -456,6 +456,64 @@ def test_candidates_read_each_keys_newest_postings_from_the_covering_index(
     assert len(branches) == 16  # three keys, padded to the smallest statement size
     assert all("USING COVERING INDEX ix_story_keys_postings" in p for p in branches), plan
     assert not any("TEMP B-TREE" in p and "ORDER BY" in p and "RIGHT PART" in p for p in plan), plan
+
+
+def test_planner_statistics_are_taken_as_the_articles_double(store: Store) -> None:
+    """SQLite plans the drift queries well only with statistics (ANALYZE): they are taken
+    once there are articles, and again each time the articles have doubled; PostgreSQL's
+    autovacuum keeps its own."""
+
+    added = 0
+
+    def add(n: int) -> None:
+        nonlocal added
+        with store.unit() as repo:
+            for i in range(added, added + n):
+                repo.add_article(
+                    key=f"k{i}", url=f"u{i}", outlet="A", lang="en", published=T, title="t", now=T
+                )
+        added += n
+
+    def analysed() -> int | None:
+        with store.engine.connect() as conn:
+            return _analysed_rows(conn, "articles")
+
+    sqlite = store.engine.dialect.name == "sqlite"
+    assert store.refresh_statistics() is False  # nothing to measure yet
+    add(3)
+    assert store.refresh_statistics() is sqlite
+    if not sqlite:
+        return
+    assert analysed() == 3
+    assert store.refresh_statistics() is False
+    add(2)  # 5 < 2 x 3
+    assert store.refresh_statistics() is False and analysed() == 3
+    add(1)
+    assert store.refresh_statistics() is True and analysed() == 6
+
+
+def test_an_upgrade_takes_the_planner_statistics(tmp_path: Path) -> None:
+    """A migration may add indexes, which SQLite's planner weighs by statistics: an
+    upgraded database (not a new one) is analysed as it is migrated."""
+    from alembic import command
+
+    from storage.db import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'up.db'}"
+    s = Store.open(url)
+    with s.unit() as repo:
+        repo.add_article(key="k", url="u", outlet="A", lang="en", published=T, title="t", now=T)
+    with s.engine.connect() as conn:
+        assert _analysed_rows(conn, "articles") is None  # a new database: not analysed
+    with s.engine.begin() as conn:
+        cfg = alembic_config(s.engine)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0009")
+    s.close()
+    s = Store.open(url)  # migrates to the head
+    with s.engine.connect() as conn:
+        assert _analysed_rows(conn, "articles") == 1
+    s.close()
 
 
 BIG_STATISTICS = (  # sqlite_stat1 of scripts/bench_query.py's database, after ANALYZE
