@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import platformdirs
+from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline import drift as drift_mod
 from pipeline.errors import ConfigError, StorageError
@@ -237,9 +238,13 @@ class App:
 
         try:
             yield store, renew
-            # SQLite's planner statistics, once the cycle has grown the database enough
-            if store.refresh_statistics():
-                log.info("stage=statistics refreshed=yes")
+            # SQLite's planner statistics, once the cycle has grown the database enough;
+            # the run's work is committed, so a failure here only postpones them
+            try:
+                if store.refresh_statistics():
+                    log.info("stage=statistics refreshed=yes")
+            except SQLAlchemyError as e:
+                log.warning("stage=statistics refreshed=no error=%s", e)
         finally:
             with store.unit() as repo:
                 repo.release_lease(CYCLE_LEASE, holder)

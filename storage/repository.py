@@ -363,7 +363,7 @@ class Store:
 
         Without statistics SQLite's planner guesses, and for the drift queries it guesses
         wrong: "stake, last day" at 1M observations started from every stake figure
-        instead of the day's versions, 255 ms against 75. newsdrift never took them
+        instead of the day's versions, 1.2 s against 80 ms. newsdrift never took them
         before, so no database had any (the benchmarks ran ANALYZE themselves). The other
         tables grow with the articles, which are never deleted, so ``max(id)`` counts
         them without a scan; ``ANALYZE`` reads every index (a few seconds at a million

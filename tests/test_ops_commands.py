@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 
@@ -131,6 +134,29 @@ def test_a_run_leaves_the_planner_its_statistics(new_db: DbFactory) -> None:
         with app.store.engine.connect() as conn:
             stat = conn.execute(text("SELECT stat FROM sqlite_stat1 WHERE tbl = 'articles'"))
             assert {row[0].split()[0] for row in stat} == {"2"}
+    app.store.close()
+
+
+def test_statistics_that_fail_leave_the_run_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The run's work is committed before the statistics are taken: a database locked at
+    that moment postpones them, logged, and the run ends as it would have."""
+    from sqlalchemy.exc import OperationalError
+
+    from pipeline.app import App
+    from tests.test_stories import WIRE, text_items
+
+    def locked(self: Store) -> bool:
+        raise OperationalError("ANALYZE", {}, sqlite3.OperationalError("database is locked"))
+
+    monkeypatch.setattr(Store, "refresh_statistics", locked)
+    app = App(db_url=f"sqlite:///{tmp_path / 'x.db'}", channels=[], sync_feeds=False)
+    with caplog.at_level(logging.WARNING, logger="pipeline.app"):
+        report = app.ingest(text_items([("de", WIRE)], lambda i: T), keep_all=True)
+    assert report.articles_new == 1 and [s.articles for s in app.stories()] == [("a0",)]
+    assert "stage=statistics refreshed=no error=" in caplog.text
+    assert app.store is not None
     app.store.close()
 
 

@@ -16,7 +16,7 @@ read from a cold one. (PostgreSQL keeps large values out of line and is not affe
 * The drift queries read ``observed_at`` and ``method`` of every observation's version:
   the (article, number) index of 0003 and the ``observed_at`` index of 0001 now carry
   them, so the versions are read from the indexes alone (with real-sized versions,
-  "stake, last day" at 1M observations: 91-106 → 70-79 ms).
+  "stake, last day" at 1M observations: 93-113 → 70-82 ms).
 """
 
 from __future__ import annotations
