@@ -59,8 +59,9 @@ LEASE_TTL = timedelta(minutes=30)
 # A cycle renews its lease between items once this much of the TTL has passed, so that a
 # cycle longer than LEASE_TTL (thousands of feeds, polite gaps) is not taken over.
 LEASE_RENEW_AFTER = LEASE_TTL / 3
-# ``prune`` deletes story postings this much publication time per transaction.
-PRUNE_POSTINGS_STEP = timedelta(days=1)
+# ``prune`` drops pages and story postings this much time (fetch, publication) per
+# transaction.
+PRUNE_STEP = timedelta(days=1)
 
 
 def fetch_settings(settings: Settings) -> FetchSettings:
@@ -603,27 +604,39 @@ class App:
         }
 
     def prune(self, older_than: timedelta) -> dict[str, int]:
-        """``Repo.prune`` at ``older_than`` ago, then the story postings older than that
-        by the story window (``Repo.prune_postings``).
+        """Drop the raw HTML fetched more than ``older_than`` ago, the superseded
+        versions as old (never a figure a drift row refers to), and the story postings
+        older than that by the story window.
 
         Every read of the postings is bounded by a new article's story window, so these
         serve no article published after the cut; they are a quarter of a database, more
-        than half of it once the HTML is gone, and grow with every article analysed. They
-        go a day at a time, each day in its own transaction: on SQLite a running cycle
-        waits for one day's delete at most, not for years of them."""
+        than half of it once the HTML is gone, and grow with every article analysed.
+        Pages and postings go a day at a time, each day in its own transaction: on
+        SQLite a running cycle waits for one day's worth at most, not for years of it
+        (the first prune of a long-running database)."""
         before = self.clock() - older_than
         cut = before - timedelta(days=self._settings().stories.window_days)
+        html = self._in_steps(Repo.oldest_page, Repo.drop_pages, before)
         with self._store().unit() as repo:
-            done = repo.prune(before)
-        done["postings_deleted"] = 0
+            versions = repo.prune_versions(before)
+        postings = self._in_steps(Repo.oldest_posting, Repo.prune_postings, cut)
+        return {"html_dropped": html, "versions_deleted": versions, "postings_deleted": postings}
+
+    def _in_steps(
+        self,
+        oldest: Callable[[Repo], datetime | None],
+        drop: Callable[[Repo, datetime], int],
+        cut: datetime,
+    ) -> int:
+        """``drop`` everything before ``cut``, PRUNE_STEP of time per transaction from
+        the ``oldest``; returns how much went."""
+        done = 0
         while True:
             with self._store().unit() as repo:
-                oldest = repo.oldest_posting()
-                if oldest is None or oldest >= cut:
+                first = oldest(repo)
+                if first is None or first >= cut:
                     return done
-                done["postings_deleted"] += repo.prune_postings(
-                    min(cut, oldest + PRUNE_POSTINGS_STEP)
-                )
+                done += drop(repo, min(cut, first + PRUNE_STEP))
 
     def test_channels(self) -> list[tuple[str, str | None]]:
         results: list[tuple[str, str | None]] = []

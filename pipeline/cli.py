@@ -831,6 +831,7 @@ def prune(ctx: click.Context, older_than: str) -> None:
 
     Figures that a drift row refers to are never removed. An article published after
     the cut still meets every story of its window; one published before it meets fewer.
+    Pages and postings go a day at a time, so a running cycle waits little.
     """
     done = _app(ctx).prune(_parse_age(older_than))
     click.echo(

@@ -1741,15 +1741,17 @@ class Repo:
             ),
         }
 
-    def prune(self, before: datetime) -> dict[str, int]:
-        """Drop raw HTML fetched before ``before``, and superseded versions older than
-        that which hold no figure with a metric (a drift row never loses its figure).
+    # --- prune: each read through an index (SQLite stores fetched_at after the text and
+    # the page, so testing it on a row walks the row's overflow pages) ---------------------
 
-        Neither statement reads the versions table whole: SQLite stores ``fetched_at``
-        after the text and the page, so testing it walks a row's overflow pages. The
-        HTML goes through the partial index of the versions still holding it (0010); the
-        superseded versions are found in the (article, number) index first, and only
-        their rows are read."""
+    def oldest_page(self) -> datetime | None:
+        """When the oldest version still holding its page (HTML) was fetched."""
+        v = ArticleVersionRow
+        return self.s.scalar(select(func.min(v.fetched_at)).where(v.html_gz.is_not(None)))
+
+    def drop_pages(self, before: datetime) -> int:
+        """Drop the raw HTML of versions fetched before ``before`` (through the partial
+        index of the versions still holding it, 0010); returns how many."""
         v = ArticleVersionRow
         dropped = self.s.execute(
             update(v)
@@ -1757,6 +1759,13 @@ class Repo:
             .values(html_gz=None)
             .execution_options(synchronize_session=False)
         )
+        return int(dropped.rowcount or 0)  # type: ignore[attr-defined]
+
+    def prune_versions(self, before: datetime) -> int:
+        """Delete the superseded versions fetched before ``before`` that hold no figure
+        with a metric (a drift row never loses its figure); returns how many. They are
+        found in the (article, number) index, and only their rows are read."""
+        v = ArticleVersionRow
         v1, v2 = aliased(ArticleVersionRow), aliased(ArticleVersionRow)
         superseded = select(v1.id).join(
             v2, and_(v2.article_id == v1.article_id, v2.number > v1.number)
@@ -1774,10 +1783,7 @@ class Repo:
         if old:
             self.s.execute(delete(FigureRow).where(FigureRow.version_id.in_(old)))
             self.s.execute(delete(v).where(v.id.in_(old)))
-        return {
-            "html_dropped": int(dropped.rowcount or 0),  # type: ignore[attr-defined]
-            "versions_deleted": len(old),
-        }
+        return len(old)
 
     def oldest_posting(self) -> datetime | None:
         """When the oldest story posting (``story_keys``) was published."""

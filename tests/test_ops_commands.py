@@ -160,37 +160,50 @@ def test_statistics_that_fail_leave_the_run_done(
     app.store.close()
 
 
-def test_prune_reads_no_table_whole(tmp_path: Path) -> None:
+def test_prune_reads_no_table_whole_and_goes_a_day_at_a_time(tmp_path: Path) -> None:
     """SQLite stores a version's ``fetched_at`` after its text and page, so a scan that
     tests it walks every row's overflow pages: prune finds the HTML to drop through the
     partial index of the versions still holding it (migration 0010), and the superseded
-    versions in the (article, number) index, reading only their rows."""
+    versions in the (article, number) index, reading only their rows. Pages and postings
+    go a day per transaction, so a running cycle never waits for years of them."""
     from sqlalchemy import event
 
-    store = Store.open(f"sqlite:///{tmp_path / 'plan.db'}")
+    from pipeline.app import App
+
+    app = App(
+        db_url=f"sqlite:///{tmp_path / 'plan.db'}",
+        channels=[],
+        sync_feeds=False,
+        clock=lambda: T + timedelta(days=10),
+    )
+    store = app._store()
     with store.unit() as repo:
         aid, _ = repo.add_article(
             key="a", url="u", outlet="A", lang="de", published=T, title="t", now=T
         )
-        for i in range(2):
+        for day in range(3):
             repo.add_version(
                 aid,
                 title="t",
-                text=f"text {i}",
+                text=f"text {day}",
                 method="m",
-                fetched_at=T,
-                content_hash=content_hash(f"text {i}"),
+                fetched_at=T + timedelta(days=day),
+                content_hash=content_hash(f"text {day}"),
                 html="<p>x</p>",
             )
+        sid = repo.create_story("t", T)
+        repo.attach(aid, sid, level="new", score=0, fingerprint={}, keys=["k"], published=T)
     seen: list[tuple[str, object]] = []
 
     def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
         seen.append((statement, parameters))
 
     event.listen(store.engine, "before_cursor_execute", capture)
-    with store.unit() as repo:
-        assert repo.prune(T + timedelta(days=1)) == {"html_dropped": 2, "versions_deleted": 1}
+    done = app.prune(timedelta(days=1))
     event.remove(store.engine, "before_cursor_execute", capture)
+    assert done == {"html_dropped": 3, "versions_deleted": 2, "postings_deleted": 1}
+    # three days of pages: three transactions, one update each
+    assert sum(st.startswith("UPDATE article_versions SET html_gz") for st, _ in seen) == 3
     raw = store.engine.raw_connection()
     try:
         tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
