@@ -120,20 +120,19 @@ def test_prune_drops_the_postings_no_story_window_reaches(new_db: DbFactory) -> 
     assert f"and {left} story posting(s)" in result.output
 
 
-def test_a_run_leaves_the_planner_its_statistics(new_db: DbFactory) -> None:
+def test_a_run_leaves_the_planner_its_statistics(tmp_path: Path) -> None:
     """An ingest (as a cycle: both hold the lease) ends by taking SQLite's planner
-    statistics when the articles have doubled since the last time."""
+    statistics when the articles have doubled since the last time (PostgreSQL keeps its
+    own: tests/test_storage.py)."""
     from pipeline.app import App
     from tests.test_stories import EN, WIRE, text_items
 
-    url = new_db("statistics")
-    app = App(db_url=url, channels=[], sync_feeds=False, clock=lambda: T)
+    app = App(db_url=f"sqlite:///{tmp_path / 's.db'}", channels=[], sync_feeds=False)
     app.ingest(text_items([("de", WIRE), ("en", EN)], lambda i: T), keep_all=True)
     assert app.store is not None
-    if app.store.engine.dialect.name == "sqlite":
-        with app.store.engine.connect() as conn:
-            stat = conn.execute(text("SELECT stat FROM sqlite_stat1 WHERE tbl = 'articles'"))
-            assert {row[0].split()[0] for row in stat} == {"2"}
+    with app.store.engine.connect() as conn:
+        stat = conn.execute(text("SELECT stat FROM sqlite_stat1 WHERE tbl = 'articles'"))
+        assert {row[0].split()[0] for row in stat} == {"2"}
     app.store.close()
 
 

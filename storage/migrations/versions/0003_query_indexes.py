@@ -28,17 +28,6 @@ INDEXES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 
 
-def create_statements() -> list[str]:
-    return [
-        f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({', '.join(columns)})"
-        for name, table, columns in INDEXES
-    ]
-
-
-def drop_statements() -> list[str]:
-    return [f"DROP INDEX IF EXISTS {name}" for name, _table, _columns in INDEXES]
-
-
 def upgrade() -> None:
     for name, table, columns in INDEXES:
         op.create_index(name, table, list(columns), unique=False)
